@@ -1,0 +1,31 @@
+# cmhash: cross-modal hashing under noisy labels. See README.md; every config key in config/README.md.
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/noise.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        experiment_targets("default"),
+
+
+# One named target per experiment: `snakemake --cores all <experiment>`.
+for _experiment in config["experiments"]:
+
+    rule:
+        name:
+            _experiment
+        input:
+            experiment_targets(_experiment),

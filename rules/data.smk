@@ -1,0 +1,13 @@
+rule prepare_dataset:
+    """Dataset (shipped, generated or user file) -> canonical feature file with splits and provenance."""
+    output:
+        RESULTS + "/data/{dataset}.h5",
+    params:
+        dataset_config=lambda wc: config["datasets"][wc.dataset],
+        data_root=config["data_root"],
+    log:
+        "logs/prepare_dataset/{dataset}.log",
+    conda:
+        "../workflow/envs/cmhash.yaml"
+    script:
+        "../workflow/scripts/prepare_dataset.py"

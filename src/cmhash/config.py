@@ -1,0 +1,188 @@
+"""Configuration: schema validation with defaults, semantic checks, per-run parameter resolution.
+
+Used by the Snakefile before any job is scheduled and by the tests; importable without Snakemake.
+Every error names the offending key (``experiments.default.noise[2]``) and says what to do.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import yaml
+
+from . import methods as _methods
+from .store import config_hash
+
+SCHEMA_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the fix."""
+
+
+def load_schema() -> dict[str, Any]:
+    text = resources.files("cmhash").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config safely (no object construction) and validate it."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    with open(path) as fh:
+        cfg = yaml.safe_load(fh) or {}
+    return validate_config(cfg, source=str(path))
+
+
+def rate_str(rate: float) -> str:
+    """The one spelling of a noise rate used in paths and tables: ``%g`` (0.20 -> '0.2')."""
+    return f"{float(rate):g}"
+
+
+def _fill_defaults(schema: dict[str, Any], instance: Any) -> None:
+    """Insert schema defaults into ``instance`` in place (objects only, recursively)."""
+    if not isinstance(instance, dict) or schema.get("type") != "object":
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(sub, instance[key])
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(extra, value)
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    out = ""
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def validate_config(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate against the JSON schema, fill defaults, then check cross-references. Returns a new dict."""
+    cfg = copy.deepcopy(cfg)
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"- {_path(e)}: {e.message}" for e in errors[:10]]
+        raise ConfigError(
+            f"{source} is invalid ({len(errors)} problem(s)); see config/README.md for every key:\n" + "\n".join(lines)
+        )
+    _fill_defaults(schema, cfg)
+    _check_semantics(cfg, source)
+    return cfg
+
+
+def _check_semantics(cfg: dict[str, Any], source: str) -> None:
+    datasets, methods_cfg = cfg["datasets"], cfg["methods"]
+    for name, ds in datasets.items():
+        if ds["format"] in ("mfeat", "canonical") and "path" not in ds:
+            raise ConfigError(f"{source}: datasets.{name}.path is required for format {ds['format']}")
+        if ds["format"] in ("mfeat", "synthetic") and "modalities" not in ds:
+            raise ConfigError(f"{source}: datasets.{name}.modalities is required (two entries name: view)")
+    for name in methods_cfg:
+        resolve_method(cfg, name, None)  # raises on unknown impl/base, cycles, bad params
+        for ds_name in methods_cfg[name].get("per_dataset", {}):
+            resolve_method(cfg, name, ds_name)
+    for exp_name, exp in cfg["experiments"].items():
+        where = f"experiments.{exp_name}"
+        for key, known in (("datasets", datasets), ("methods", methods_cfg)):
+            for i, item in enumerate(exp[key]):
+                if item not in known:
+                    raise ConfigError(
+                        f"{source}: {where}.{key}[{i}] = {item!r} is not defined; known {key}: {sorted(known)}"
+                    )
+        for key, spell in (("datasets", str), ("methods", str), ("noise", rate_str), ("bits", int), ("seeds", int)):
+            spelled = [spell(v) for v in exp[key]]
+            dupes = sorted({v for v in spelled if spelled.count(v) > 1})
+            if dupes:
+                raise ConfigError(f"{source}: {where}.{key} lists {dupes} more than once; remove the duplicates")
+        figures = exp.get("figures", {})
+        if "spl_method" in figures and figures["spl_method"] not in exp["methods"]:
+            raise ConfigError(f"{source}: {where}.figures.spl_method must be one of {where}.methods")
+        if exp_name in RESERVED_TARGETS:
+            raise ConfigError(f"{source}: {where}: the name {exp_name!r} is reserved for a workflow rule; rename it")
+
+
+RESERVED_TARGETS = {"all", "prepare_dataset", "make_noisy_labels", "train", "evaluate", "report_table", "report_figures"}
+
+
+def resolve_method(cfg: dict[str, Any], name: str, dataset: str | None) -> tuple[str, dict[str, Any]]:
+    """``(impl, params)`` of method ``name`` on ``dataset``: base chain, then params, then per_dataset."""
+    methods_cfg = cfg["methods"]
+    if name not in methods_cfg:
+        raise ConfigError(f"method {name!r} is not defined under methods; known: {sorted(methods_cfg)}")
+    chain, current = [], name
+    while True:
+        if current in chain:
+            raise ConfigError(f"methods.{name}: 'base' entries form a cycle: {' -> '.join(chain + [current])}")
+        chain.append(current)
+        entry = methods_cfg[current]
+        if "impl" in entry:
+            break
+        if "base" not in entry:
+            raise ConfigError(f"methods.{current}: set either 'impl' (an implementation) or 'base' (another method)")
+        if entry["base"] not in methods_cfg:
+            raise ConfigError(f"methods.{current}.base = {entry['base']!r} is not a defined method")
+        current = entry["base"]
+    impl = methods_cfg[chain[-1]]["impl"]
+    if impl not in _methods.REGISTRY:
+        raise ConfigError(f"methods.{chain[-1]}.impl = {impl!r} is not registered; known: {sorted(_methods.REGISTRY)}")
+    merged: dict[str, Any] = {}
+    for link in reversed(chain):  # root first, the named method last
+        entry = methods_cfg[link]
+        merged.update(entry.get("params", {}))
+        if dataset is not None:
+            merged.update(entry.get("per_dataset", {}).get(dataset, {}))
+    try:
+        params = _methods.resolve_params(impl, merged, where=f"methods.{name}.params")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return impl, params
+
+
+def method_label(cfg: dict[str, Any], name: str) -> str:
+    return cfg["methods"][name].get("label", name)
+
+
+def run_spec(cfg: dict[str, Any], dataset: str, method: str, noise: str, bits: int, seed: int) -> dict[str, Any]:
+    """Everything that determines one training run; its hash ties a result file to the config."""
+    impl, params = resolve_method(cfg, method, dataset)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": dataset,
+        "dataset_config": cfg["datasets"][dataset],
+        "noise_kind": cfg["noise"]["kind"],
+        "noise": rate_str(float(noise)),
+        "method": method,
+        "impl": impl,
+        "params": params,
+        "bits": int(bits),
+        "seed": int(seed),
+    }
+
+
+def run_config_hash(cfg: dict[str, Any], dataset: str, method: str, noise: str, bits: int, seed: int) -> str:
+    return config_hash(run_spec(cfg, dataset, method, noise, bits, seed))
+
+
+def experiment_runs(cfg: dict[str, Any], experiment: str) -> Iterator[dict[str, Any]]:
+    """Every (dataset, method, noise, bits, seed) of an experiment, noise spelled with :func:`rate_str`."""
+    exp = cfg["experiments"][experiment]
+    for dataset in exp["datasets"]:
+        for method in exp["methods"]:
+            for noise in exp["noise"]:
+                for bits in exp["bits"]:
+                    for seed in exp["seeds"]:
+                        yield {"dataset": dataset, "method": method, "noise": rate_str(noise), "bits": int(bits),
+                               "seed": int(seed)}

@@ -1,0 +1,119 @@
+"""The interface every method implements, and the registry that maps names to implementations.
+
+A method is a ``torch.nn.Module`` with two encoders (one per modality) that turns a mini-batch into a
+loss. The shared training loop (:mod:`cmhash.train`) knows nothing else about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepOutput:
+    """What a method returns for one mini-batch.
+
+    ``loss`` is minimised; ``terms`` are detached scalars logged per epoch (e.g. ``cal``, ``chl``);
+    ``weights`` are optional per-sample weights in [0, 1] (self-paced methods), logged against the
+    ground-truth noise flags.
+    """
+
+    loss: torch.Tensor
+    terms: dict[str, float] = field(default_factory=dict)
+    weights: torch.Tensor | None = None
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set ``impl`` (registry key), ``venue``, ``defaults`` and implement
+    :meth:`encode` and :meth:`training_step`.
+
+    ``defaults`` lists every hyperparameter with its default value; its types are enforced on config
+    values (an ``int`` is accepted where a ``float`` is expected).
+    """
+
+    impl: ClassVar[str] = ""
+    venue: ClassVar[str] = ""
+    uses_labels: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {
+        "epochs": 150,
+        "batch_size": 256,
+        "lr": 1e-4,
+        "weight_decay": 0.0,
+    }
+
+    def __init__(
+        self, in_dims: tuple[int, int], n_classes: int, bits: int, params: dict[str, Any], multilabel: bool = False
+    ):
+        super().__init__()
+        self.multilabel = bool(multilabel)
+        self.in_dims = tuple(in_dims)
+        self.n_classes = int(n_classes)
+        self.bits = int(bits)
+        self.params = dict(params)
+
+    def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Continuous codes (before ``sign``) of each modality's inputs."""
+        raise NotImplementedError
+
+    def training_step(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> StepOutput:
+        """Loss of one mini-batch at ``epoch`` (0-based)."""
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method implementation to :data:`REGISTRY` under ``cls.impl``."""
+    if not cls.impl:
+        raise ValueError(f"{cls.__name__} must set the class attribute 'impl'")
+    REGISTRY[cls.impl] = cls
+    return cls
+
+
+def get_method_class(impl: str) -> type[Method]:
+    """Look up an implementation by name; the error lists the known ones."""
+    try:
+        return REGISTRY[impl]
+    except KeyError:
+        raise KeyError(f"unknown method implementation {impl!r}; known: {sorted(REGISTRY)}") from None
+
+
+def resolve_params(impl: str, params: dict[str, Any], where: str = "params") -> dict[str, Any]:
+    """Defaults of ``impl`` updated with ``params``; unknown keys and wrong types raise ``ValueError``."""
+    cls = get_method_class(impl)
+    defaults = {**Method.defaults, **cls.defaults}
+    out = dict(defaults)
+    for key, value in params.items():
+        if key not in defaults:
+            raise ValueError(f"{where}.{key}: unknown hyperparameter for method '{impl}'; known: {sorted(defaults)}")
+        out[key] = _coerce(value, defaults[key], f"{where}.{key}")
+    return out
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"{where}: expected a list of integers, got {value!r}")
+        return list(value)
+    return value

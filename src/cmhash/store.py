@@ -1,0 +1,161 @@
+"""HDF5 result files: atomic writes, provenance attributes and schema checks.
+
+Every file the pipeline writes goes through :func:`atomic_h5`: the content is written to a temporary
+file next to the target and renamed into place only after it was closed successfully, so a killed job
+never leaves a file that a later run (or Snakemake) would take as complete.
+
+File kinds and their schema names (stored in the root attribute ``schema``):
+
+- ``cmhash.features/1``  canonical feature file (see README "Bring your own dataset")
+- ``cmhash.noise/1``     noisy training labels for one (dataset, noise kind, rate, seed)
+- ``cmhash.train/1``     codes of a trained model + per-epoch history
+- ``cmhash.metrics/1``   evaluation results + the codes/labels they were computed from
+- ``cmhash.mfeat/1``     the shipped UCI Multiple Features resource (input, built once)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import h5py
+import numpy as np
+
+from . import __version__
+
+SCHEMAS = {
+    "features": "cmhash.features/1",
+    "noise": "cmhash.noise/1",
+    "train": "cmhash.train/1",
+    "metrics": "cmhash.metrics/1",
+    # Shipped input resource (not a pipeline output): UCI Multiple Features, see resources/mfeat/README.md.
+    "mfeat": "cmhash.mfeat/1",
+}
+
+
+class SchemaError(ValueError):
+    """A file does not follow the schema the pipeline expects."""
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | os.PathLike, kind: str, attrs: Mapping[str, Any] | None = None) -> Iterator[h5py.File]:
+    """Open a new HDF5 file for writing that appears at ``path`` only if the block succeeds.
+
+    ``kind`` is a key of :data:`SCHEMAS`; the schema name, package version and creation time are
+    written as root attributes together with ``attrs``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.h5", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema"] = SCHEMAS[kind]
+            f.attrs["package_version"] = __version__
+            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            for key, value in (attrs or {}).items():
+                set_attr(f, key, value)
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def set_attr(obj: h5py.HLObject, key: str, value: Any) -> None:
+    """Store ``value`` as an HDF5 attribute; dicts and lists of mixed type are stored as JSON text."""
+    if value is None:
+        value = "null"
+    elif isinstance(value, np.str_):
+        value = str(value)
+    elif isinstance(value, np.ndarray) and value.dtype.kind == "U":
+        value = np.array(value.tolist(), dtype=h5py.string_dtype())
+    elif isinstance(value, (dict, list, tuple)) and not _is_homogeneous_numeric(value):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            value = np.array([str(v) for v in value], dtype=h5py.string_dtype())
+        else:
+            value = json.dumps(value, sort_keys=True)
+    obj.attrs[key] = value
+
+
+def _is_homogeneous_numeric(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in value
+    )
+
+
+def get_attr(obj: h5py.HLObject, key: str) -> Any:
+    """Read an attribute written by :func:`set_attr`, decoding bytes and JSON text."""
+    value = obj.attrs[key]
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in value]
+    if isinstance(value, str) and value[:1] in "[{" or value == "null":
+        with contextlib.suppress(json.JSONDecodeError):
+            return json.loads(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def check_schema(f: h5py.File, kind: str) -> None:
+    """Raise :class:`SchemaError` naming the file if it is not a ``kind`` file of the current schema."""
+    found = f.attrs.get("schema", None)
+    if isinstance(found, bytes):
+        found = found.decode()
+    if found != SCHEMAS[kind]:
+        raise SchemaError(
+            f"{f.filename}: expected a '{SCHEMAS[kind]}' file but its 'schema' attribute is {found!r}. "
+            "It was written by another version of cmhash or is not a pipeline output; delete it and rerun."
+        )
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a JSON-serialisable object (sorted keys), used to tie results to their config."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    """The commit of the working tree the code runs from, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment_attrs() -> dict[str, str]:
+    """Provenance attributes recorded in every train/metrics file."""
+    import torch
+
+    return {
+        "git_commit": git_commit(),
+        "torch_version": str(torch.__version__),
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+    }

@@ -1,0 +1,224 @@
+"""The shared training loop: any registered method, noisy labels in, test-split codes + history out.
+
+Readable top to bottom: build the method, put all data on the device once, then per epoch
+(1) one pass of Adam steps over a seeded permutation of the training set, (2) validation MAP of both
+retrieval directions on sign codes, (3) keep the weights with the best mean validation MAP. After the last
+epoch the best weights encode the test split. Everything the loop logs is generic: loss terms reported by
+the method, and (for methods that weight samples) weight statistics split by the ground-truth noise flag,
+which is used for logging only.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import metrics
+from .methods import Method, get_method_class
+
+log = logging.getLogger(__name__)
+
+WEIGHT_BINS = np.linspace(0.0, 1.0, 21)
+
+
+@dataclass
+class SplitData:
+    """Features of the two modalities and multi-hot labels of one split."""
+
+    xs: list[np.ndarray]
+    labels: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    codes: list[np.ndarray]  # int8 +/-1 codes of the test split per modality
+    history: dict[str, list[float]]
+    weight_hist_clean: np.ndarray
+    weight_hist_noisy: np.ndarray
+    best_epoch: int
+    seconds: float
+    device: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is an error naming the fix."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was requested but no CUDA GPU is visible to torch; "
+                           "set `device: auto` or `device: cpu` in the config (or --config device=cpu)")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cuda or cpu, got {name!r}")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def task_names(modalities: tuple[str, str] | list[str]) -> list[str]:
+    """``("image", "text") -> ["I2T", "T2I"]``."""
+    a, b = (m[0].upper() for m in modalities)
+    return [f"{a}2{b}", f"{b}2{a}"]
+
+
+@torch.no_grad()
+def encode_split(model: Method, xs: list[torch.Tensor], batch: int = 4096) -> list[np.ndarray]:
+    """Sign codes (int8, +/-1) of a whole split, encoded in chunks with the model in eval mode."""
+    model.eval()
+    outs: list[list[torch.Tensor]] = [[] for _ in xs]
+    for start in range(0, xs[0].shape[0], batch):
+        for m, h in enumerate(model.encode([x[start : start + batch] for x in xs])):
+            outs[m].append(h)
+    model.train()
+    return [np.where(torch.cat(o).cpu().numpy() >= 0, 1, -1).astype(np.int8) for o in outs]
+
+
+def cross_modal_maps(codes: list[np.ndarray], labels: np.ndarray, empty_queries: str = "skip") -> list[float]:
+    """MAP@all of modality 0 -> 1 and 1 -> 0 where the split is both query set and database."""
+    return [
+        metrics.mean_average_precision(codes[0], codes[1], labels, labels, empty_queries=empty_queries),
+        metrics.mean_average_precision(codes[1], codes[0], labels, labels, empty_queries=empty_queries),
+    ]
+
+
+def train_model(
+    impl: str,
+    params: dict[str, Any],
+    bits: int,
+    train: SplitData,
+    val: SplitData,
+    test: SplitData,
+    noisy_flags: np.ndarray,
+    seed: int,
+    device: str = "auto",
+    modalities: tuple[str, str] = ("image", "text"),
+    run_name: str = "run",
+) -> TrainResult:
+    """Train ``impl`` with resolved ``params`` on ``train`` (noisy labels) and return test codes + history.
+
+    ``noisy_flags`` marks the training rows whose label differs from the truth (logging only).
+    """
+    dev = resolve_device(device)
+    seed_everything(seed)
+    n_train = train.labels.shape[0]
+    batch_size = int(params["batch_size"])
+    if n_train < 2:
+        raise ValueError(f"{run_name}: the training split has {n_train} samples; at least 2 are needed")
+    multilabel = bool((train.labels.sum(axis=1) > 1).any())
+    method_cls = get_method_class(impl)
+    model = method_cls(tuple(x.shape[1] for x in train.xs), train.labels.shape[1], bits, params, multilabel).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
+
+    def to_dev(a: np.ndarray, dtype=torch.float32) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=dev)
+
+    xs = [to_dev(x) for x in train.xs]
+    ys = to_dev(train.labels)
+    val_xs = [to_dev(x) for x in val.xs]
+    test_xs = [to_dev(x) for x in test.xs]
+    noisy_flags = np.asarray(noisy_flags, dtype=bool)
+    perm_gen = torch.Generator().manual_seed(seed)
+    tasks = task_names(modalities)
+
+    history: dict[str, list[float]] = {}
+    hist_clean, hist_noisy = [], []
+    best = (-math.inf, -1, None)
+    interactive = sys.stderr.isatty()
+    start_time = time.perf_counter()
+    epochs = int(params["epochs"])
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(n_train, generator=perm_gen).to(dev)
+        sums: dict[str, float] = {}
+        weights = torch.full((n_train,), float("nan"), device=dev)
+        n_batches = 0
+        for start in range(0, n_train, batch_size):
+            idx = order[start : start + batch_size]
+            if idx.numel() < 2 and n_batches > 0:
+                continue  # a 1-sample tail batch carries no contrastive signal
+            out = model.training_step([x[idx] for x in xs], ys[idx], epoch)
+            if not torch.isfinite(out.loss):
+                raise FloatingPointError(
+                    f"{run_name}: the loss became {float(out.loss)} at epoch {epoch} (batch {n_batches}); "
+                    "lower the learning rate or check the input features for extreme values"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach())
+            for key, value in out.terms.items():
+                sums[f"loss_{key}"] = sums.get(f"loss_{key}", 0.0) + value
+            if out.weights is not None:
+                weights[idx] = out.weights.detach().to(weights.dtype)
+            n_batches += 1
+
+        row = {key: value / n_batches for key, value in sums.items()}
+        val_maps = cross_modal_maps(encode_split(model, val_xs), val.labels)
+        for task, value in zip(tasks, val_maps):
+            row[f"val_map_{task}"] = value
+        row["val_map_mean"] = float(np.mean(val_maps))
+        w = weights.cpu().numpy()
+        row.update(_weight_stats(w, noisy_flags))
+        clean_counts, noisy_counts = _weight_histograms(w, noisy_flags)
+        hist_clean.append(clean_counts)
+        hist_noisy.append(noisy_counts)
+        row["epoch"] = epoch
+        for key, value in row.items():
+            history.setdefault(key, [math.nan] * epoch).append(float(value))
+        for key in history:
+            if len(history[key]) < epoch + 1:
+                history[key].append(math.nan)
+
+        if row["val_map_mean"] > best[0]:
+            best = (row["val_map_mean"], epoch, copy.deepcopy(model.state_dict()))
+        message = (
+            f"{run_name} epoch {epoch + 1}/{epochs} loss {row['loss']:.4f} "
+            + " ".join(f"val {t} {v:.4f}" for t, v in zip(tasks, val_maps))
+            + ("" if math.isnan(row["w_mean"]) else f" w_clean {row['w_clean_mean']:.3f} w_noisy {row['w_noisy_mean']:.3f}")
+        )
+        log.info(message)
+        if interactive:
+            print(f"\r{message}", end="" if epoch + 1 < epochs else "\n", file=sys.stderr, flush=True)
+
+    model.load_state_dict(best[2])
+    codes = encode_split(model, test_xs)
+    return TrainResult(
+        codes=codes,
+        history=history,
+        weight_hist_clean=np.asarray(hist_clean, dtype=np.float64),
+        weight_hist_noisy=np.asarray(hist_noisy, dtype=np.float64),
+        best_epoch=best[1],
+        seconds=time.perf_counter() - start_time,
+        device=str(dev) if dev.type == "cpu" else f"cuda:{torch.cuda.get_device_name(dev)}",
+    )
+
+
+def _weight_stats(w: np.ndarray, noisy: np.ndarray) -> dict[str, float]:
+    if np.all(np.isnan(w)):
+        return {"w_mean": math.nan, "w_zero_frac": math.nan, "w_clean_mean": math.nan, "w_noisy_mean": math.nan}
+    return {
+        "w_mean": float(np.nanmean(w)),
+        "w_zero_frac": float(np.nanmean(w == 0)),
+        "w_clean_mean": float(np.nanmean(w[~noisy])) if (~noisy).any() else math.nan,
+        "w_noisy_mean": float(np.nanmean(w[noisy])) if noisy.any() else math.nan,
+    }
+
+
+def _weight_histograms(w: np.ndarray, noisy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ok = ~np.isnan(w)
+    clean, _ = np.histogram(np.clip(w[ok & ~noisy], 0, 1), bins=WEIGHT_BINS)
+    dirty, _ = np.histogram(np.clip(w[ok & noisy], 0, 1), bins=WEIGHT_BINS)
+    return clean.astype(np.float64), dirty.astype(np.float64)

@@ -1,0 +1,22 @@
+"""Snakemake script: clean training labels -> noisy labels (see rules/noise.smk)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
+
+import logging  # noqa: E402
+
+from cmhash.data.canonical import read_features  # noqa: E402
+from cmhash.logsetup import setup_logging  # noqa: E402
+from cmhash.noise import make_noisy_labels, write_noisy_labels  # noqa: E402
+
+setup_logging(snakemake.log[0])  # noqa: F821
+wc = snakemake.wildcards  # noqa: F821
+features = read_features(snakemake.input.features)  # noqa: F821
+noisy = make_noisy_labels(features.splits["train"]["labels"], float(wc.noise), int(wc.seed), wc.noise_kind)
+write_noisy_labels(snakemake.output[0], noisy, {"dataset": wc.dataset})  # noqa: F821
+logging.getLogger("make_noisy_labels").info(
+    "%s: rate %s seed %s -> %d rows redrawn, realised change rate %.4f",
+    wc.dataset, wc.noise, wc.seed, int(noisy.selected.sum()), float(noisy.changed.mean()),
+)

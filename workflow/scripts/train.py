@@ -1,0 +1,26 @@
+"""Snakemake script: train one (method, dataset, noise, bits, seed) run (see rules/train.smk)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
+
+import torch  # noqa: E402
+
+from cmhash.logsetup import setup_logging  # noqa: E402
+from cmhash.runs import train_run  # noqa: E402
+
+setup_logging(snakemake.log[0])  # noqa: F821
+torch.set_num_threads(snakemake.threads)  # noqa: F821
+wc = snakemake.wildcards  # noqa: F821
+train_run(
+    snakemake.config,  # noqa: F821
+    snakemake.input.features,  # noqa: F821
+    snakemake.input.noise,  # noqa: F821
+    snakemake.output[0],  # noqa: F821
+    dataset=wc.dataset,
+    method=wc.method,
+    noise=wc.noise,
+    bits=int(wc.bits),
+    seed=int(wc.seed),
+)
