@@ -16,9 +16,8 @@ except ConfigError as _exc:
 config.clear()
 config.update(_validated)
 
-RESULTS = config["results_root"]
 NOISE_KIND = config["noise"]["kind"]
-RUN_DIR = RESULTS + "/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}"
+RUN_DIR = "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}"
 
 
 def _alternatives(values):
@@ -41,7 +40,7 @@ wildcard_constraints:
 
 def run_file(run, name):
     """Path of a run's train.h5 / metrics.h5 for a dict with dataset, method, noise, bits, seed."""
-    return (RUN_DIR + "/" + name).format(noise_kind=NOISE_KIND, **run)
+    return f"{RUN_DIR}/{name}".format(noise_kind=NOISE_KIND, **run)
 
 
 def experiment_metrics(experiment):
@@ -53,12 +52,12 @@ FIGURES = ["pr_curves", "map_vs_noise", "weight_density", "map_vs_epoch"]
 
 
 def table_outputs(experiment):
-    stem = f"{RESULTS}/tables/{experiment}"
+    stem = f"results/tables/{experiment}"
     return [f"{stem}.{s}" for s in TABLE_SUFFIXES] + [f"{stem}_ablation.{s}" for s in TABLE_SUFFIXES]
 
 
 def figure_outputs(experiment):
-    return [f"{RESULTS}/figures/{experiment}/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
+    return [f"results/figures/{experiment}/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
 
 
 def experiment_targets(experiment):
@@ -68,3 +67,16 @@ def experiment_targets(experiment):
 def training_params(wildcards):
     """Resolved hyperparameters of a run; passing them as params makes Snakemake rerun a job when they change."""
     return resolve_method(config, wildcards.method, wildcards.dataset)[1]
+
+
+def figure_settings(experiment):
+    """Map the experiment's `figures` block onto the report script's settings (None = its defaults)."""
+    fig = config["experiments"][experiment].get("figures", {})
+    out = {}
+    if "noise" in fig:
+        out["noise"] = float(fig["noise"])
+    if "bits" in fig:
+        out["bits"] = int(fig["bits"])
+    if "spl_method" in fig:
+        out["weights_methods"] = [fig["spl_method"]]
+    return out

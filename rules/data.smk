@@ -1,7 +1,7 @@
 rule prepare_dataset:
     """Dataset (shipped, generated or user file) -> canonical feature file with splits and provenance."""
     output:
-        RESULTS + "/data/{dataset}.h5",
+        "results/data/{dataset}.h5",
     params:
         dataset_config=lambda wc: config["datasets"][wc.dataset],
         data_root=config["data_root"],

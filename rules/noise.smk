@@ -1,9 +1,9 @@
 rule make_noisy_labels:
     """Clean training labels -> noisy labels for one (rate, seed); same seed gives identical labels."""
     input:
-        features=RESULTS + "/data/{dataset}.h5",
+        features="results/data/{dataset}.h5",
     output:
-        RESULTS + "/noise/{dataset}/{noise_kind}/{noise}/seed{seed}.h5",
+        "results/noise/{dataset}/{noise_kind}/{noise}/seed{seed}.h5",
     log:
         "logs/make_noisy_labels/{dataset}/{noise_kind}/{noise}/seed{seed}.log",
     conda:

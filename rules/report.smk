@@ -1,1 +1,70 @@
+rule report_table:
+    """Metrics files of an experiment -> MAP table (CSV long format, Markdown, LaTeX) and ablation table."""
+    input:
+        lambda wc: experiment_metrics(wc.experiment),
+    output:
+        csv=report(
+            "results/tables/{experiment}.csv",
+            caption="../workflow/report/table.rst",
+            category="Tables",
+        ),
+        md="results/tables/{experiment}.md",
+        tex="results/tables/{experiment}.tex",
+        ablation_csv=report(
+            "results/tables/{experiment}_ablation.csv",
+            caption="../workflow/report/ablation.rst",
+            category="Tables",
+        ),
+        ablation_md="results/tables/{experiment}_ablation.md",
+        ablation_tex="results/tables/{experiment}_ablation.tex",
+    params:
+        experiment="{experiment}",
+        methods=lambda wc: config["experiments"][wc.experiment]["methods"],
+        ablation_bits=lambda wc: config["experiments"][wc.experiment].get("ablation_bits"),
+    log:
+        "logs/report_table/{experiment}.log",
+    conda:
+        "../workflow/envs/cmhash.yaml"
+    script:
+        "../workflow/scripts/report_table.py"
 
+
+rule report_figures:
+    """Metrics files of an experiment -> PR curves, MAP vs noise, SPL weight density, MAP vs epoch."""
+    input:
+        lambda wc: experiment_metrics(wc.experiment),
+    output:
+        pr_png=report(
+            "results/figures/{experiment}/pr_curves.png",
+            caption="../workflow/report/pr_curves.rst",
+            category="Figures",
+        ),
+        pr_pdf="results/figures/{experiment}/pr_curves.pdf",
+        map_noise_png=report(
+            "results/figures/{experiment}/map_vs_noise.png",
+            caption="../workflow/report/map_vs_noise.rst",
+            category="Figures",
+        ),
+        map_noise_pdf="results/figures/{experiment}/map_vs_noise.pdf",
+        weights_png=report(
+            "results/figures/{experiment}/weight_density.png",
+            caption="../workflow/report/weight_density.rst",
+            category="Figures",
+        ),
+        weights_pdf="results/figures/{experiment}/weight_density.pdf",
+        map_epoch_png=report(
+            "results/figures/{experiment}/map_vs_epoch.png",
+            caption="../workflow/report/map_vs_epoch.rst",
+            category="Figures",
+        ),
+        map_epoch_pdf="results/figures/{experiment}/map_vs_epoch.pdf",
+    params:
+        experiment="{experiment}",
+        methods=lambda wc: config["experiments"][wc.experiment]["methods"],
+        figures=lambda wc: figure_settings(wc.experiment),
+    log:
+        "logs/report_figures/{experiment}.log",
+    conda:
+        "../workflow/envs/cmhash.yaml"
+    script:
+        "../workflow/scripts/report_figures.py"

@@ -1,10 +1,10 @@
 rule train:
     """Features + noisy labels -> test-split codes and per-epoch history of one method run."""
     input:
-        features=RESULTS + "/data/{dataset}.h5",
-        noise=RESULTS + "/noise/{dataset}/{noise_kind}/{noise}/seed{seed}.h5",
+        features="results/data/{dataset}.h5",
+        noise="results/noise/{dataset}/{noise_kind}/{noise}/seed{seed}.h5",
     output:
-        RUN_DIR + "/train.h5",
+        "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}/train.h5",
     params:
         hyperparameters=training_params,
         device=config["device"],
@@ -12,9 +12,9 @@ rule train:
     resources:
         mem_mb=4000,
     log:
-        RUN_DIR.replace(RESULTS + "/runs", "logs/train") + ".log",
+        "logs/train/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.log",
     benchmark:
-        RUN_DIR.replace("/runs/", "/benchmarks/train/") + ".tsv"
+        "results/benchmarks/train/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.tsv"
     conda:
         "../workflow/envs/cmhash.yaml"
     script:

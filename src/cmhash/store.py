@@ -64,6 +64,10 @@ def atomic_h5(path: str | os.PathLike, kind: str, attrs: Mapping[str, Any] | Non
             for key, value in (attrs or {}).items():
                 set_attr(f, key, value)
             yield f
+        # mkstemp creates the file 0600; give the result the permissions of a normally created file
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -98,8 +102,10 @@ def get_attr(obj: h5py.HLObject, key: str) -> Any:
     value = obj.attrs[key]
     if isinstance(value, bytes):
         value = value.decode()
-    if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in value]
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "OSU":
+            return [v.decode() if isinstance(v, bytes) else str(v) for v in value]
+        return value.tolist()
     if isinstance(value, str) and value[:1] in "[{" or value == "null":
         with contextlib.suppress(json.JSONDecodeError):
             return json.loads(value)

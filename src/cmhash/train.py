@@ -152,7 +152,7 @@ def train_model(
             out = model.training_step([x[idx] for x in xs], ys[idx], epoch)
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(
-                    f"{run_name}: the loss became {float(out.loss)} at epoch {epoch} (batch {n_batches}); "
+                    f"{run_name}: the loss became {float(out.loss.detach())} at epoch {epoch} (batch {n_batches}); "
                     "lower the learning rate or check the input features for extreme values"
                 )
             optimizer.zero_grad(set_to_none=True)

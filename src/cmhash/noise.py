@@ -1,0 +1,219 @@
+"""Synthetic label noise for the training split (schema ``cmhash.noise/1``).
+
+Recipes (``kind``):
+
+- ``sym`` -- the RSHNL/SEHA recipe: exactly ``floor(rate * N)`` rows are chosen uniformly without
+  replacement; each chosen row is replaced by ``k`` classes drawn uniformly without replacement from all
+  ``C`` classes, ``k`` = number of positives in the clean row. The draw may return the clean label set,
+  so for single-label data the expected fraction of changed rows is ``rate * (1 - 1/C)``.
+- ``flip`` -- same selection, but the new ``k``-set is drawn uniformly among the sets that differ from the
+  clean one (single-label: uniform over the ``C - 1`` other classes), so exactly ``floor(rate * N)`` rows
+  change.
+
+One ``numpy.random.Generator(PCG64(seed))`` drives both the selection and the redraws, so the same
+(labels, rate, seed, kind) always gives bit-identical noisy labels. The exact random streams of the
+original code (Python ``random`` + legacy numpy seeding) are not reproduced.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .store import atomic_h5, check_schema, get_attr
+
+KINDS: tuple[str, ...] = ("sym", "flip")
+# Root attributes derived from the NoisyLabels fields; the caller's attrs may not override them.
+_DERIVED = ("kind", "rate", "seed", "n_classes", "n_selected", "realised_change_rate")
+
+
+@dataclass
+class NoisyLabels:
+    """Noisy training labels plus what is needed to audit them (ground truth kept for logging only)."""
+
+    noisy: np.ndarray  # uint8 N x C
+    clean: np.ndarray  # uint8 N x C
+    selected: np.ndarray  # bool N, row was chosen for redrawing
+    changed: np.ndarray  # bool N, noisy row differs from the clean row
+    kind: str
+    rate: float
+    seed: int
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of label columns C."""
+        return int(self.clean.shape[1])
+
+    @property
+    def n_selected(self) -> int:
+        """Number of rows chosen for redrawing (``floor(rate * N)``)."""
+        return int(self.selected.sum())
+
+    @property
+    def realised_change_rate(self) -> float:
+        """Fraction of rows whose label set differs from the clean one."""
+        return float(self.changed.mean()) if self.changed.size else 0.0
+
+
+def rate_to_str(rate: float | str) -> str:
+    """Format a noise rate for file paths with ``%g`` (``0.2`` and ``0.20`` both give ``"0.2"``)."""
+    return f"{float(rate):g}"  # same output as "%g" % rate
+
+
+def n_noisy_rows(rate: float, n: int) -> int:
+    """``floor(rate * n)`` computed on the decimal value of ``rate``.
+
+    Plain float arithmetic can land just below an integer (``0.29 * 100 = 28.999999999999996``); using the
+    shortest decimal representation of the rate gives the count a reader of the config expects.
+    """
+    return math.floor(Fraction(repr(float(rate))) * n)
+
+
+def _check_rate(rate: Any) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= float(rate) < 1.0):
+        raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
+    return float(rate)
+
+
+def _check_labels(clean: Any, what: str = "clean") -> np.ndarray:
+    labels = np.asarray(clean)
+    if labels.ndim != 2:
+        raise ValueError(f"{what} labels must be a 2-D N x C multi-hot matrix, got shape {labels.shape}")
+    if labels.shape[1] < 2:
+        raise ValueError(f"{what} labels need at least 2 classes (columns), got C = {labels.shape[1]}")
+    if labels.size and not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"{what} labels must contain only 0 and 1")
+    empty = np.flatnonzero(labels.sum(axis=1) == 0)
+    if empty.size:
+        raise ValueError(
+            f"{what} labels: {empty.size} row(s) have no positive label (first: row {empty[0]}); "
+            "every sample needs at least one class"
+        )
+    return labels.astype(np.uint8)
+
+
+def _draw_k_sets(rng: np.random.Generator, k: np.ndarray, n_classes: int) -> np.ndarray:
+    """One uniform k-subset of range(C) per row, as a multi-hot matrix (the k smallest of C uniform keys)."""
+    keys = rng.random((k.size, n_classes))
+    ranks = np.argsort(np.argsort(keys, axis=1), axis=1)
+    return (ranks < k[:, None]).astype(np.uint8)
+
+
+def make_noisy_labels(clean: np.ndarray, rate: float, seed: int, kind: str = "sym") -> NoisyLabels:
+    """Corrupt ``floor(rate * N)`` rows of the multi-hot ``clean`` labels with recipe ``kind``.
+
+    See the module docstring for the recipes. The label count of every row is preserved.
+    """
+    rate = _check_rate(rate)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    clean = _check_labels(clean)
+    n, n_classes = clean.shape
+    rng = np.random.Generator(np.random.PCG64(int(seed)))
+
+    n_sel = n_noisy_rows(rate, n)
+    # Sorting the chosen rows fixes the order in which they consume random numbers.
+    rows = np.sort(rng.choice(n, size=n_sel, replace=False)) if n_sel else np.zeros(0, dtype=np.int64)
+    k = clean[rows].sum(axis=1).astype(np.int64)
+    if kind == "flip" and (k == n_classes).any():
+        raise ValueError(
+            "flip noise: a selected row has all classes positive, so no different label set exists"
+        )
+
+    new = _draw_k_sets(rng, k, n_classes)
+    if kind == "flip":
+        # Rejection sampling: redrawing the rows that came back unchanged yields a uniform draw among the
+        # k-sets different from the clean one (for k = 1: uniform over the C - 1 other classes).
+        same = np.flatnonzero((new == clean[rows]).all(axis=1))
+        while same.size:
+            new[same] = _draw_k_sets(rng, k[same], n_classes)
+            same = same[(new[same] == clean[rows[same]]).all(axis=1)]
+
+    noisy = clean.copy()
+    noisy[rows] = new
+    selected = np.zeros(n, dtype=bool)
+    selected[rows] = True
+    changed = (noisy != clean).any(axis=1)
+    return NoisyLabels(
+        noisy=noisy, clean=clean, selected=selected, changed=changed, kind=kind, rate=rate, seed=int(seed)
+    )
+
+
+def write_noisy_labels(
+    path: str | os.PathLike, noisy: NoisyLabels, attrs: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``noisy`` atomically to ``path`` (schema ``cmhash.noise/1``).
+
+    ``attrs`` adds root attributes such as ``dataset``; the derived ones (kind, rate, seed, n_classes,
+    n_selected, realised_change_rate) always come from ``noisy``.
+    """
+    path = Path(path)
+    root = {**noisy.attrs, **dict(attrs or {})}
+    root.update(
+        kind=noisy.kind,
+        rate=float(noisy.rate),
+        seed=int(noisy.seed),
+        n_classes=noisy.n_classes,
+        n_selected=noisy.n_selected,
+        realised_change_rate=noisy.realised_change_rate,
+    )
+    root.setdefault("dataset", "")
+    with atomic_h5(path, "noise", root) as f:
+        opts = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+        f.create_dataset("noisy_labels", data=noisy.noisy.astype(np.uint8), **opts)
+        f.create_dataset("clean_labels", data=noisy.clean.astype(np.uint8), **opts)
+        f.create_dataset("selected", data=noisy.selected.astype(bool), **opts)
+        f.create_dataset("changed", data=noisy.changed.astype(bool), **opts)
+    return path
+
+
+def read_noisy_labels(path: str | os.PathLike) -> NoisyLabels:
+    """Read and check a ``cmhash.noise/1`` file written by :func:`write_noisy_labels`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: noisy-label file not found; it is made by the pipeline's noise rule"
+        )
+    with h5py.File(path, "r") as f:
+        check_schema(f, "noise")
+        for key in ("noisy_labels", "clean_labels", "selected", "changed"):
+            if key not in f:
+                raise ValueError(f"{path}: missing dataset '/{key}'; delete the file and rerun")
+        for key in ("kind", "rate", "seed"):
+            if key not in f.attrs:
+                raise ValueError(f"{path}: missing root attribute '{key}'; delete the file and rerun")
+        attrs = {k: get_attr(f, k) for k in f.attrs}
+        result = NoisyLabels(
+            noisy=f["noisy_labels"][()].astype(np.uint8),
+            clean=f["clean_labels"][()].astype(np.uint8),
+            selected=f["selected"][()].astype(bool),
+            changed=f["changed"][()].astype(bool),
+            kind=str(attrs["kind"]),
+            rate=float(attrs["rate"]),
+            seed=int(attrs["seed"]),
+            attrs={k: v for k, v in attrs.items() if k not in _DERIVED},
+        )
+    n = result.clean.shape[0]
+    if (
+        result.noisy.shape != result.clean.shape
+        or result.selected.shape != (n,)
+        or result.changed.shape != (n,)
+    ):
+        raise ValueError(f"{path}: shapes of /noisy_labels, /clean_labels, /selected and /changed disagree")
+    if not np.array_equal(result.changed, (result.noisy != result.clean).any(axis=1)):
+        raise ValueError(
+            f"{path}: /changed does not match /noisy_labels != /clean_labels; the file is corrupt"
+        )
+    return result

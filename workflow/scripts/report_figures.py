@@ -1,0 +1,52 @@
+"""Snakemake script: figures of one experiment (logic in :func:`cmhash.figures.report_figures`).
+
+snakemake.input   all metrics files of the experiment (``cmhash.metrics/1``)
+snakemake.params  experiment (str), methods (list, legend order), optional figures (dict) with the
+                  keys dataset, noise, bits, pr_noise, pr_bits, epoch_noise, epoch_bits, weights_noise,
+                  weights_bits, map_noise_bits, epoch_methods, weights_methods, weights_epochs,
+                  weights_seed (defaults: first dataset, noise 0.6 if present else the middle rate,
+                  the largest bits)
+snakemake.output  pr_png, pr_pdf, map_noise_png, map_noise_pdf, weights_png, weights_pdf,
+                  map_epoch_png, map_epoch_pdf (named; each png/pdf pair shares its path stem)
+snakemake.log     one log file
+"""
+
+import contextlib
+import logging
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from pathlib import Path
+
+sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
+
+from cmhash.figures import report_figures  # noqa: E402
+
+snakemake = globals()["snakemake"]  # injected by Snakemake
+log_ = logging.getLogger("cmhash.scripts.report_figures")
+
+with open(snakemake.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+    logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        force=True)
+    params = dict(snakemake.params.items())
+    outputs = {k: v for k, v in snakemake.output.items()}
+    log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(snakemake.input),
+                 sorted(outputs))
+    try:
+        written = report_figures(
+            list(snakemake.input),
+            params["experiment"],
+            outputs,
+            methods=params.get("methods"),
+            settings=params.get("figures") or {},
+        )
+        for path in written:
+            log_.info("wrote %s", path)
+    except Exception:
+        log_.exception("report_figures failed")
+        sys.exit(1)
+    finally:
+        logging.getLogger().handlers.clear()  # the log file closes with this block

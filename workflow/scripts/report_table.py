@@ -1,0 +1,45 @@
+"""Snakemake script: summary tables of one experiment (logic in :func:`cmhash.tables.report_table`).
+
+snakemake.input   all metrics files of the experiment (``cmhash.metrics/1``)
+snakemake.params  experiment (str), methods (list, table row order), optional ablation_bits (int),
+                  optional ablation_methods (list)
+snakemake.output  csv, md, tex, ablation_csv, ablation_md, ablation_tex (named)
+snakemake.log     one log file
+"""
+
+import contextlib
+import logging
+import sys
+
+from pathlib import Path
+
+sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
+
+from cmhash.tables import report_table  # noqa: E402
+
+snakemake = globals()["snakemake"]  # injected by Snakemake
+log_ = logging.getLogger("cmhash.scripts.report_table")
+
+with open(snakemake.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+    logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        force=True)
+    params = dict(snakemake.params.items())
+    outputs = {k: v for k, v in snakemake.output.items()}
+    log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(snakemake.input),
+                 sorted(outputs))
+    try:
+        written = report_table(
+            list(snakemake.input),
+            params["experiment"],
+            outputs,
+            methods=params.get("methods"),
+            ablation_bits=params.get("ablation_bits"),
+            ablation_methods=params.get("ablation_methods"),
+        )
+        for key, path in written.items():
+            log_.info("wrote %s: %s", key, path)
+    except Exception:
+        log_.exception("report_table failed")
+        sys.exit(1)
+    finally:
+        logging.getLogger().handlers.clear()  # the log file closes with this block
