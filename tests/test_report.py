@@ -379,7 +379,7 @@ def _run_script(name, inputs, outputs, params, log):
     script = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / name
     smk = SimpleNamespace(input=_Named([str(p) for p in inputs]),
                           output=_Named(**{k: str(v) for k, v in outputs.items()}),
-                          params=_Named(**params), log=_Named([str(log)]), wildcards=_Named())
+                          params=_Named(**params), log=_Named([str(log)]), wildcards=_Named(), scriptdir=str(script.parent))
     runpy.run_path(str(script), init_globals={"snakemake": smk}, run_name="__main__")
 
 
