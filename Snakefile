@@ -1,10 +1,13 @@
 # cmhash: cross-modal hashing under noisy labels. See README.md; every config key in config/README.md.
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("8.20")
 
 
-configfile: "config/config.yaml"
+# Resolved against the repository so `--directory elsewhere` works; merge your own with --configfile.
+configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
 include: "rules/common.smk"

@@ -4,7 +4,7 @@ rule prepare_dataset:
         "results/data/{dataset}.h5",
     params:
         dataset_config=lambda wc: config["datasets"][wc.dataset],
-        data_root=config["data_root"],
+        data_root=str(Path(workflow.basedir) / config["data_root"]),
     log:
         "logs/prepare_dataset/{dataset}.log",
     conda:
