@@ -49,9 +49,13 @@ def train_run(
 
     run_name = f"{method}/{dataset}/noise{noise}/{bits}bits/seed{seed}"
     log.info("training %s: %s", run_name, spec["params"])
+    run_hash = run_config_hash(cfg, dataset, method, noise, bits, seed)
+    # not a Snakemake output, so it survives a killed job and the rerun resumes from it
+    checkpoint = Path(out_path).with_name("checkpoint.pt")
     result = train_model(
         spec["impl"], spec["params"], int(bits), split("train", noisy.noisy), split("val"), split("test"),
         noisy_flags=noisy.changed, seed=int(seed), device=cfg["device"], modalities=tuple(mods), run_name=run_name,
+        checkpoint_path=checkpoint, checkpoint_every=int(cfg["checkpoint_every"]), checkpoint_key=run_hash,
     )
     attrs = {
         "method": method,
@@ -62,7 +66,7 @@ def train_run(
         "noise": float(noise),
         "bits": int(bits),
         "seed": int(seed),
-        "config_hash": run_config_hash(cfg, dataset, method, noise, bits, seed),
+        "config_hash": run_hash,
         "params": spec["params"],
         "device": result.device,
         "best_epoch": result.best_epoch,
@@ -80,6 +84,7 @@ def train_run(
         f.create_dataset("weights/hist_clean", data=result.weight_hist_clean)
         f.create_dataset("weights/hist_noisy", data=result.weight_hist_noisy)
         f.create_dataset("weights/bin_edges", data=WEIGHT_BINS)
+    checkpoint.unlink(missing_ok=True)
     log.info("wrote %s (best epoch %d, %.1f s on %s)", out_path, result.best_epoch, result.seconds, result.device)
 
 

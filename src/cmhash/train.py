@@ -13,10 +13,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import random
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,10 +108,17 @@ def train_model(
     device: str = "auto",
     modalities: tuple[str, str] = ("image", "text"),
     run_name: str = "run",
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int = 0,
+    checkpoint_key: str = "",
 ) -> TrainResult:
     """Train ``impl`` with resolved ``params`` on ``train`` (noisy labels) and return test codes + history.
 
     ``noisy_flags`` marks the training rows whose label differs from the truth (logging only).
+    With ``checkpoint_path`` and ``checkpoint_every > 0`` the complete training state (model, optimiser,
+    shuffling generator, history, best weights) is saved every ``checkpoint_every`` epochs and a later
+    call resumes from it; on the CPU a resumed run gives bit-identical codes to an uninterrupted one.
+    A checkpoint whose ``checkpoint_key`` (the run's config hash) differs is ignored.
     """
     dev = resolve_device(device)
     seed_everything(seed)
@@ -134,12 +143,25 @@ def train_model(
     tasks = task_names(modalities)
 
     history: dict[str, list[float]] = {}
-    hist_clean, hist_noisy = [], []
-    best = (-math.inf, -1, None)
+    hist_clean: list[np.ndarray] = []
+    hist_noisy: list[np.ndarray] = []
+    best: tuple[float, int, Any] = (-math.inf, -1, None)
     interactive = sys.stderr.isatty()
     start_time = time.perf_counter()
     epochs = int(params["epochs"])
-    for epoch in range(epochs):
+    first_epoch = 0
+    state = load_checkpoint(checkpoint_path, checkpoint_key) if checkpoint_path else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        perm_gen.set_state(state["perm_gen"])
+        history = state["history"]
+        hist_clean = [h.numpy() for h in state["hist_clean"]]
+        hist_noisy = [h.numpy() for h in state["hist_noisy"]]
+        best = (state["best_value"], state["best_epoch"], state["best_model"])
+        first_epoch = state["epoch"] + 1
+        log.info("%s: resuming from %s after epoch %d", run_name, checkpoint_path, first_epoch)
+    for epoch in range(first_epoch, epochs):
         model.train()
         order = torch.randperm(n_train, generator=perm_gen).to(dev)
         sums: dict[str, float] = {}
@@ -192,6 +214,14 @@ def train_model(
         log.info(message)
         if interactive:
             print(f"\r{message}", end="" if epoch + 1 < epochs else "\n", file=sys.stderr, flush=True)
+        if checkpoint_path and checkpoint_every > 0 and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < epochs:
+            save_checkpoint(checkpoint_path, {
+                "key": checkpoint_key, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "perm_gen": perm_gen.get_state(), "history": history,
+                "hist_clean": [torch.from_numpy(h) for h in hist_clean],
+                "hist_noisy": [torch.from_numpy(h) for h in hist_noisy],
+                "best_value": best[0], "best_epoch": best[1], "best_model": best[2],
+            })
 
     model.load_state_dict(best[2])
     codes = encode_split(model, test_xs)
@@ -204,6 +234,30 @@ def train_model(
         seconds=time.perf_counter() - start_time,
         device=str(dev) if dev.type == "cpu" else f"cuda:{torch.cuda.get_device_name(dev)}",
     )
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write a training checkpoint atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path | None, key: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it exists and belongs to ``key``; loaded with ``weights_only=True``."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated file from a kill during torch.save's own write
+        log.warning("ignoring unreadable checkpoint %s (%s); training from scratch", path, exc)
+        return None
+    if state.get("key") != key:
+        log.warning("ignoring checkpoint %s: it belongs to another configuration", path)
+        return None
+    return state
 
 
 def _weight_stats(w: np.ndarray, noisy: np.ndarray) -> dict[str, float]:

@@ -1,0 +1,141 @@
+"""Faults: interrupted trainings resume bit-identically; killed jobs never leave a trusted output."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from cmhash.methods import rshnl as rshnl_module
+from cmhash.methods import resolve_params
+from cmhash.store import atomic_h5
+from cmhash.train import SplitData, train_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _splits(seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((3, 6)) * 3
+    p0, p1 = rng.standard_normal((6, 10)), rng.standard_normal((6, 8))
+
+    def split(n):
+        y = rng.integers(0, 3, n)
+        z = centers[y] + rng.standard_normal((n, 6))
+        return SplitData([z @ p0, z @ p1], np.eye(3, dtype=np.uint8)[y])
+
+    return split(90), split(30), split(30)
+
+
+PARAMS = resolve_params("rshnl", {"hidden": [32], "center_hidden": [32], "epochs": 6, "batch_size": 32,
+                                  "lr": 1e-2, "warmup_epochs": 2})
+
+
+def test_resumed_training_is_bit_identical(tmp_path, monkeypatch):
+    tr, va, te = _splits()
+    flags = np.zeros(90, bool)
+    ref = train_model("rshnl", PARAMS, 16, tr, va, te, flags, seed=5, device="cpu")
+
+    ckpt = tmp_path / "checkpoint.pt"
+    original = rshnl_module.RSHNL.training_step
+
+    def crash_at_epoch_4(self, xs, labels, epoch):
+        if epoch == 4:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, xs, labels, epoch)
+
+    monkeypatch.setattr(rshnl_module.RSHNL, "training_step", crash_at_epoch_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_model("rshnl", PARAMS, 16, tr, va, te, flags, seed=5, device="cpu",
+                    checkpoint_path=ckpt, checkpoint_every=2, checkpoint_key="k")
+    assert ckpt.exists()
+    monkeypatch.setattr(rshnl_module.RSHNL, "training_step", original)
+    resumed = train_model("rshnl", PARAMS, 16, tr, va, te, flags, seed=5, device="cpu",
+                          checkpoint_path=ckpt, checkpoint_every=2, checkpoint_key="k")
+    for a, b in zip(ref.codes, resumed.codes):
+        np.testing.assert_array_equal(a, b)
+    assert ref.history["val_map_mean"] == resumed.history["val_map_mean"]
+    assert ref.best_epoch == resumed.best_epoch
+
+
+def test_checkpoint_of_another_config_is_ignored(tmp_path, monkeypatch):
+    tr, va, te = _splits()
+    flags = np.zeros(90, bool)
+    ckpt = tmp_path / "checkpoint.pt"
+    train_model("rshnl", {**PARAMS, "epochs": 4}, 16, tr, va, te, flags, seed=5, device="cpu",
+                checkpoint_path=ckpt, checkpoint_every=2, checkpoint_key="old")
+    assert ckpt.exists()  # written after epoch 2 of 4 and left behind by the direct call
+    ref = train_model("rshnl", PARAMS, 16, tr, va, te, flags, seed=5, device="cpu")
+    fresh = train_model("rshnl", PARAMS, 16, tr, va, te, flags, seed=5, device="cpu",
+                        checkpoint_path=ckpt, checkpoint_every=0, checkpoint_key="new")
+    for a, b in zip(ref.codes, fresh.codes):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    target = tmp_path / "out.h5"
+    with pytest.raises(RuntimeError):
+        with atomic_h5(target, "metrics") as f:
+            f.create_dataset("x", data=np.zeros(3))
+            raise RuntimeError("boom")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+SLOW = {
+    "checkpoint_every": 5,
+    "datasets": {"toy": {"format": "synthetic", "modalities": {"image": "img", "text": "txt"},
+                         "synthetic": {"n": 400, "dims": [16, 12], "n_classes": 4, "seed": 1, "separation": 3.0},
+                         "split": {"train_fraction": 0.6, "val_fraction": 0.1, "seed": 0}}},
+    "methods": {"RSHNL": {"per_dataset": {"toy": {"hidden": [256, 256], "center_hidden": [32], "epochs": 60,
+                                                  "batch_size": 32, "lr": 1e-3, "gamma": 3.0, "warmup_epochs": 2}}}},
+    "experiments": {"killme": {"datasets": ["toy"], "methods": ["RSHNL"], "noise": [0.4], "bits": [16], "seeds": [0]}},
+}
+RUN = "results/runs/toy/sym/0.4/RSHNL/16/seed0"
+
+
+def _cmd(workdir):
+    cfg = workdir / "slow.yaml"
+    cfg.write_text(yaml.safe_dump(SLOW))
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    return [snakemake, "killme", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--cores", "1", "--configfile", str(cfg)]
+
+
+@pytest.mark.workflow
+def test_sigkill_mid_training_then_rerun_equals_uninterrupted(tmp_path):
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    killed.mkdir()
+    clean.mkdir()
+    proc = subprocess.Popen(_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ckpt = killed / RUN / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert ckpt.exists(), "training never reached its first checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake and the training script, no chance to clean up
+    proc.wait()
+    assert not (killed / RUN / "train.h5").exists()
+    assert not list((killed / RUN).glob("*.tmp.h5"))
+
+    # a SIGKILLed Snakemake leaves its directory lock behind; the user runs --unlock once (see README)
+    unlock = subprocess.run(_cmd(killed) + ["--unlock"], capture_output=True, text=True, timeout=120)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+    rerun = subprocess.run(_cmd(killed), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (killed / "logs/train/toy/sym/0.4/RSHNL/16/seed0.log").read_text()
+    assert "resuming from" in log
+    assert not ckpt.exists()
+    full = subprocess.run(_cmd(clean), capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+    with h5py.File(killed / RUN / "metrics.h5") as a, h5py.File(clean / RUN / "metrics.h5") as b:
+        for key in ("codes/image", "codes/text"):
+            np.testing.assert_array_equal(a[key][()], b[key][()])
+    assert (killed / "results/tables/killme.csv").read_text() == (clean / "results/tables/killme.csv").read_text()
