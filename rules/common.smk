@@ -7,7 +7,13 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.exceptions import WorkflowError
 
-from cmhash.config import ConfigError, experiment_runs, rate_str, resolve_method, validate_config
+from cmhash.config import (
+    ConfigError,
+    experiment_runs,
+    resolve_method,
+    run_config_hash,
+    validate_config,
+)
 
 try:
     _validated = validate_config(config, source="config (config/config.yaml + --config/--configfile)")
@@ -24,14 +30,10 @@ def _alternatives(values):
     return "|".join(sorted(re.escape(str(v)) for v in values))
 
 
-def _all_noise():
-    return {rate_str(n) for e in config["experiments"].values() for n in e["noise"]}
-
-
 wildcard_constraints:
     dataset=_alternatives(config["datasets"]),
     method=_alternatives(config["methods"]),
-    noise_kind="sym|flip",
+    noise_kind="sym|flip|multilabel_flip",
     noise=r"0(\.\d+)?",
     bits=r"[1-9]\d*",
     seed=r"\d+",
@@ -45,6 +47,14 @@ def run_file(run, name):
 
 def experiment_metrics(experiment):
     return [run_file(run, "metrics.h5") for run in experiment_runs(config, experiment)]
+
+
+def experiment_config_hashes(experiment):
+    """Metrics path -> config hash under the current config; the report refuses files that differ."""
+    return {
+        run_file(run, "metrics.h5"): run_config_hash(config, **run)
+        for run in experiment_runs(config, experiment)
+    }
 
 
 TABLE_SUFFIXES = ["csv", "md", "tex"]
@@ -62,6 +72,53 @@ def figure_outputs(experiment):
 
 def experiment_targets(experiment):
     return table_outputs(experiment) + figure_outputs(experiment)
+
+
+DATA_ROOT = Path(workflow.basedir) / config["data_root"]
+
+
+def _require_file(path, key, what):
+    """Fail while the DAG is built (not when the job runs) if an input the user must provide is absent."""
+    if not Path(path).exists():
+        raise WorkflowError(
+            f"{key}: {path} not found ({what}). Put the file there (names and sources in config/README.md, "
+            f"'Published benchmark files'), or point {key} at it (relative to data_root = {DATA_ROOT})."
+        )
+    return str(path)
+
+
+def dataset_input_files(wildcards):
+    """Source files of a dataset (published layout, mfeat or canonical file); none for generated data."""
+    from cmhash.data import input_files
+
+    ds = config["datasets"][wildcards.dataset]
+    key = f"datasets.{wildcards.dataset}." + ("files" if ds.get("files") else "path")
+    return [_require_file(p, key, f"format {ds['format']}") for p in input_files(wildcards.dataset, ds, DATA_ROOT)]
+
+
+def noise_file(wildcards):
+    """The published noisy-label file of (dataset, noise, seed) when noise.files names one, else None."""
+    pattern = config["noise"]["files"].get(wildcards.dataset)
+    if pattern is None:
+        return None
+    path = DATA_ROOT / pattern.format(noise=wildcards.noise, seed=wildcards.seed, dataset=wildcards.dataset)
+    return _require_file(path, f"noise.files.{wildcards.dataset}", f"noisy labels at rate {wildcards.noise}")
+
+
+def noise_inputs(wildcards):
+    files = {"features": f"results/data/{wildcards.dataset}.h5"}
+    published = noise_file(wildcards)
+    if published is not None:
+        files["published"] = published
+    return files
+
+
+def paper_map_file():
+    """The paper's MAP table (config paper_map, relative to the repository) or None when disabled."""
+    if not config["paper_map"]:
+        return None
+    path = Path(config["paper_map"])
+    return str(path if path.is_absolute() else Path(workflow.basedir) / path)
 
 
 def training_params(wildcards):

@@ -1,5 +1,7 @@
 rule prepare_dataset:
-    """Dataset (shipped, generated or user file) -> canonical feature file with splits and provenance."""
+    """Dataset (shipped, generated, published or user file) -> canonical feature file with splits and provenance."""
+    input:
+        dataset_input_files,
     output:
         "results/data/{dataset}.h5",
     params:

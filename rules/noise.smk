@@ -1,7 +1,7 @@
 rule make_noisy_labels:
-    """Clean training labels -> noisy labels for one (rate, seed); same seed gives identical labels."""
+    """Clean training labels -> noisy labels for one (rate, seed), or a paper's published file (noise.files)."""
     input:
-        features="results/data/{dataset}.h5",
+        unpack(noise_inputs),
     output:
         "results/noise/{dataset}/{noise_kind}/{noise}/seed{seed}.h5",
     log:

@@ -21,6 +21,7 @@ rule report_table:
         experiment="{experiment}",
         methods=lambda wc: config["experiments"][wc.experiment]["methods"],
         ablation_bits=lambda wc: config["experiments"][wc.experiment].get("ablation_bits"),
+        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
     log:
         "logs/report_table/{experiment}.log",
     conda:

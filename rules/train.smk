@@ -11,6 +11,8 @@ rule train:
     threads: config["threads_per_training"]
     resources:
         mem_mb=4000,
+        # `gpu` is what cluster executors turn into a GPU request (SLURM: --gpus); see profiles/slurm
+        gpu=1 if config["device"] == "cuda" else 0,
     log:
         "logs/train/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.log",
     benchmark:

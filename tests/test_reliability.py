@@ -139,3 +139,14 @@ def test_sigkill_mid_training_then_rerun_equals_uninterrupted(tmp_path):
         for key in ("codes/image", "codes/text"):
             np.testing.assert_array_equal(a[key][()], b[key][()])
     assert (killed / "results/tables/killme.csv").read_text() == (clean / "results/tables/killme.csv").read_text()
+
+
+def test_report_refuses_results_of_another_config():
+    import pandas as pd
+
+    from cmhash.tables import check_config_hashes
+
+    df = pd.DataFrame({"path": ["a/metrics.h5", "a/metrics.h5", "b/metrics.h5"], "config_hash": ["h1", "h1", "old"]})
+    check_config_hashes(df, {"a/metrics.h5": "h1"})  # b is not part of the check
+    with pytest.raises(ValueError, match=r"b/metrics.h5 \(config hash old, current config h2\)"):
+        check_config_hashes(df, {"a/metrics.h5": "h1", "b/metrics.h5": "h2"})

@@ -435,6 +435,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def check_config_hashes(df: pd.DataFrame, expected: Mapping[str, str]) -> None:
+    """Raise ``ValueError`` listing every result whose ``config_hash`` differs from the current config's.
+
+    Snakemake reruns a training when its hyperparameters change, but a result file can still be stale
+    (copied in, produced with ``--rerun-triggers mtime``, or written by an older version); a table must
+    never silently mix configurations.
+    """
+    stale = []
+    for path, found in df.groupby("path")["config_hash"].first().items():
+        want = expected.get(str(path))
+        if want is not None and found != want:
+            stale.append(f"  {path} (config hash {found}, current config {want})")
+    if stale:
+        raise ValueError(
+            f"{len(stale)} result file(s) were computed with a different configuration than the current one:\n"
+            + "\n".join(stale[:20])
+            + "\nDelete them (or their run folders) and rerun snakemake, which retrains them with the current config."
+        )
+
+
 def report_table(
     paths: Iterable[str | os.PathLike],
     experiment: str,
@@ -442,8 +462,12 @@ def report_table(
     methods: Sequence[str] | None = None,
     ablation_bits: int | None = None,
     ablation_methods: Sequence[str] | None = None,
+    expected_hashes: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Collect metrics files and write the experiment's tables (everything atomically).
+
+    ``expected_hashes`` maps each metrics path to the config hash of the current configuration; results
+    computed under another configuration are refused (see :func:`check_config_hashes`).
 
     ``outputs`` may hold the keys ``csv``, ``md``, ``tex`` (the summary; csv in the long format of
     :func:`summarise`) and ``ablation_csv``, ``ablation_md``, ``ablation_tex`` (the task average at
@@ -451,6 +475,8 @@ def report_table(
     methods, in that order). Returns the written paths by key.
     """
     df = collect_results(paths)
+    if expected_hashes is not None:
+        check_config_hashes(df, expected_hashes)
     summary = summarise(df, experiment, methods)
     written: dict[str, Path] = {}
     if "csv" in outputs:

@@ -29,7 +29,7 @@ from .methods import Method, get_method_class
 
 log = logging.getLogger(__name__)
 
-WEIGHT_BINS = np.linspace(0.0, 1.0, 21)
+WEIGHT_BINS = np.linspace(0.0, 1.0, 51)
 
 
 @dataclass
@@ -111,6 +111,7 @@ def train_model(
     checkpoint_path: str | Path | None = None,
     checkpoint_every: int = 0,
     checkpoint_key: str = "",
+    clean_labels: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``impl`` with resolved ``params`` on ``train`` (noisy labels) and return test codes + history.
 
@@ -119,6 +120,8 @@ def train_model(
     shuffling generator, history, best weights) is saved every ``checkpoint_every`` epochs and a later
     call resumes from it; on the CPU a resumed run gives bit-identical codes to an uninterrupted one.
     A checkpoint whose ``checkpoint_key`` (the run's config hash) differs is ignored.
+    ``clean_labels`` reach the method only if it asks for them (``needs_clean_labels``: a reference-compatible
+    mode that reproduces a published code's label leakage).
     """
     dev = resolve_device(device)
     seed_everything(seed)
@@ -129,13 +132,18 @@ def train_model(
     multilabel = bool((train.labels.sum(axis=1) > 1).any())
     method_cls = get_method_class(impl)
     model = method_cls(tuple(x.shape[1] for x in train.xs), train.labels.shape[1], bits, params, multilabel).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
 
     def to_dev(a: np.ndarray, dtype=torch.float32) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=dev)
 
     xs = [to_dev(x) for x in train.xs]
     ys = to_dev(train.labels)
+    if model.needs_clean_labels and clean_labels is None:
+        raise ValueError(f"{run_name}: method {impl} (reference-compatible mode) needs the clean training labels")
+    model.on_train_start(xs, ys, to_dev(clean_labels) if model.needs_clean_labels else None)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # closed-form methods have none
+    optimizer = (torch.optim.Adam(trainable, lr=params["lr"], weight_decay=params["weight_decay"])
+                 if trainable else None)
     val_xs = [to_dev(x) for x in val.xs]
     test_xs = [to_dev(x) for x in test.xs]
     noisy_flags = np.asarray(noisy_flags, dtype=bool)
@@ -153,7 +161,8 @@ def train_model(
     state = load_checkpoint(checkpoint_path, checkpoint_key) if checkpoint_path else None
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
         perm_gen.set_state(state["perm_gen"])
         history = state["history"]
         hist_clean = [h.numpy() for h in state["hist_clean"]]
@@ -163,6 +172,7 @@ def train_model(
         log.info("%s: resuming from %s after epoch %d", run_name, checkpoint_path, first_epoch)
     for epoch in range(first_epoch, epochs):
         model.train()
+        model.on_epoch_start(xs, ys, epoch)
         order = torch.randperm(n_train, generator=perm_gen).to(dev)
         sums: dict[str, float] = {}
         weights = torch.full((n_train,), float("nan"), device=dev)
@@ -171,15 +181,17 @@ def train_model(
             idx = order[start : start + batch_size]
             if idx.numel() < 2 and n_batches > 0:
                 continue  # a 1-sample tail batch carries no contrastive signal
-            out = model.training_step([x[idx] for x in xs], ys[idx], epoch)
+            extra = {"index": idx} if model.uses_index else {}
+            out = model.training_step([x[idx] for x in xs], ys[idx], epoch, **extra)
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(
                     f"{run_name}: the loss became {float(out.loss.detach())} at epoch {epoch} (batch {n_batches}); "
                     "lower the learning rate or check the input features for extreme values"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
+            if optimizer is not None and out.loss.requires_grad:
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
             sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach())
             for key, value in out.terms.items():
                 sums[f"loss_{key}"] = sums.get(f"loss_{key}", 0.0) + value
@@ -217,7 +229,8 @@ def train_model(
         if checkpoint_path and checkpoint_every > 0 and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < epochs:
             save_checkpoint(checkpoint_path, {
                 "key": checkpoint_key, "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "perm_gen": perm_gen.get_state(), "history": history,
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "perm_gen": perm_gen.get_state(), "history": history,
                 "hist_clean": [torch.from_numpy(h) for h in hist_clean],
                 "hist_noisy": [torch.from_numpy(h) for h in hist_noisy],
                 "best_value": best[0], "best_epoch": best[1], "best_model": best[2],

@@ -35,6 +35,7 @@ with open(snakemake.log[0], "w") as log, contextlib.redirect_stderr(log), contex
             methods=params.get("methods"),
             ablation_bits=params.get("ablation_bits"),
             ablation_methods=params.get("ablation_methods"),
+            expected_hashes=params.get("config_hashes"),
         )
         for key, path in written.items():
             log_.info("wrote %s: %s", key, path)
