@@ -1,0 +1,29 @@
+"""Property-based tests of the noise generator (hypothesis)."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cmhash.noise import make_noisy_labels
+
+label_sets = st.tuples(st.integers(2, 12), st.integers(1, 200), st.integers(0, 2**31 - 1)).map(
+    lambda t: np.eye(t[0], dtype=np.uint8)[np.random.default_rng(t[2]).integers(0, t[0], t[1])]
+)
+rates = st.floats(0.0, 0.99, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(labels=label_sets, rate=rates, seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["sym", "flip"]))
+def test_noise_invariants(labels, rate, seed, kind):
+    out = make_noisy_labels(labels, rate, seed, kind)
+    n = len(labels)
+    assert out.selected.sum() == int(np.floor(rate * n + 1e-9))
+    # rows that were not selected are untouched; every row stays one-hot
+    np.testing.assert_array_equal(out.noisy[~out.selected], labels[~out.selected])
+    assert np.all(out.noisy.sum(axis=1) == 1)
+    assert np.array_equal(out.changed, (out.noisy != labels).any(axis=1))
+    assert not np.any(out.changed & ~out.selected)
+    if kind == "flip":
+        assert np.array_equal(out.changed, out.selected)
+    again = make_noisy_labels(labels, rate, seed, kind)
+    np.testing.assert_array_equal(out.noisy, again.noisy)
