@@ -63,7 +63,12 @@ FIGURES = ["pr_curves", "map_vs_noise", "weight_density", "map_vs_epoch"]
 
 def table_outputs(experiment):
     stem = f"results/tables/{experiment}"
-    return [f"{stem}.{s}" for s in TABLE_SUFFIXES] + [f"{stem}_ablation.{s}" for s in TABLE_SUFFIXES]
+    return (
+        [f"{stem}.{s}" for s in TABLE_SUFFIXES]
+        + [f"{stem}_ablation.{s}" for s in TABLE_SUFFIXES]
+        + [f"{stem}_vs_paper.{s}" for s in ("csv", "md")]
+        + [f"results/figures/{experiment}/ours_vs_paper.{ext}" for ext in ("png", "pdf")]
+    )
 
 
 def figure_outputs(experiment):

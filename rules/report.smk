@@ -17,10 +17,24 @@ rule report_table:
         ),
         ablation_md="results/tables/{experiment}_ablation.md",
         ablation_tex="results/tables/{experiment}_ablation.tex",
+        paper_csv=report(
+            "results/tables/{experiment}_vs_paper.csv",
+            caption="../workflow/report/vs_paper.rst",
+            category="Tables",
+        ),
+        paper_md="results/tables/{experiment}_vs_paper.md",
+        paper_png=report(
+            "results/figures/{experiment}/ours_vs_paper.png",
+            caption="../workflow/report/vs_paper.rst",
+            category="Figures",
+        ),
+        paper_pdf="results/figures/{experiment}/ours_vs_paper.pdf",
     params:
         experiment="{experiment}",
         methods=lambda wc: config["experiments"][wc.experiment]["methods"],
         ablation_bits=lambda wc: config["experiments"][wc.experiment].get("ablation_bits"),
+        paper_map=paper_map_file(),
+        dataset_names={n: d["paper_name"] for n, d in config["datasets"].items() if "paper_name" in d},
         config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
     log:
         "logs/report_table/{experiment}.log",

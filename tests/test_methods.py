@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from cmhash.methods import REGISTRY, get_method_class, resolve_params
+from cmhash.methods import get_method_class, resolve_params
 from cmhash.train import SplitData, train_model
 
 SMALL = {"hidden": [32], "epochs": 3, "batch_size": 32, "lr": 1e-2}
+# The foundation methods; SEHA, NSRMH and the baselines are covered by tests/test_methods_extra.py.
+CORE = ["ce_baseline", "rshnl"]
 
 
 def _batch(n=12, dims=(10, 8), c=3, seed=0):
@@ -24,7 +26,7 @@ def _make(impl, bits=16, **params):
     return get_method_class(impl)((10, 8), 3, bits, p)
 
 
-@pytest.mark.parametrize("impl", sorted(REGISTRY))
+@pytest.mark.parametrize("impl", CORE)
 def test_one_step_decreases_loss(impl):
     model = _make(impl, warmup_epochs=1) if impl == "rshnl" else _make(impl)
     xs, y = _batch()
@@ -37,7 +39,7 @@ def test_one_step_decreases_loss(impl):
     assert after.item() < before.item()
 
 
-@pytest.mark.parametrize("impl", sorted(REGISTRY))
+@pytest.mark.parametrize("impl", CORE)
 @pytest.mark.parametrize("bits", [8, 32])
 def test_codes_have_configured_length(impl, bits):
     model = _make(impl, bits=bits)

@@ -90,6 +90,26 @@ def _check_semantics(cfg: dict[str, Any], source: str) -> None:
             raise ConfigError(f"{source}: datasets.{name}.path is required for format {ds['format']}")
         if ds["format"] in ("mfeat", "synthetic") and "modalities" not in ds:
             raise ConfigError(f"{source}: datasets.{name}.modalities is required (two entries name: view)")
+        if ds["format"] not in ("mfeat", "synthetic", "canonical") and "path" not in ds and not ds.get("files"):
+            raise ConfigError(
+                f"{source}: datasets.{name} (format {ds['format']}) needs 'path' or 'files' "
+                "(file names in config/README.md, 'Published benchmark files')"
+            )
+    for ds_name, pattern in cfg["noise"].get("files", {}).items():
+        if ds_name not in datasets:
+            raise ConfigError(f"{source}: noise.files.{ds_name}: no dataset of that name; known: {sorted(datasets)}")
+        if "{noise}" not in pattern:
+            raise ConfigError(
+                f"{source}: noise.files.{ds_name} = {pattern!r} must contain '{{noise}}' (the rate, spelled %g), "
+                "e.g. noisy_labels/xmedia_noise_labels_{noise}_sym.mat"
+            )
+        try:
+            pattern.format(noise="0.2", seed=0, dataset=ds_name)
+        except (KeyError, IndexError, ValueError):
+            raise ConfigError(
+                f"{source}: noise.files.{ds_name} = {pattern!r}: only the placeholders {{noise}}, {{seed}} and "
+                "{dataset} are allowed"
+            ) from None
     for name in methods_cfg:
         resolve_method(cfg, name, None)  # raises on unknown impl/base, cycles, bad params
         for ds_name in methods_cfg[name].get("per_dataset", {}):
@@ -158,7 +178,7 @@ def method_label(cfg: dict[str, Any], name: str) -> str:
 def run_spec(cfg: dict[str, Any], dataset: str, method: str, noise: str, bits: int, seed: int) -> dict[str, Any]:
     """Everything that determines one training run; its hash ties a result file to the config."""
     impl, params = resolve_method(cfg, method, dataset)
-    return {
+    spec = {
         "schema_version": SCHEMA_VERSION,
         "dataset": dataset,
         "dataset_config": cfg["datasets"][dataset],
@@ -170,6 +190,10 @@ def run_spec(cfg: dict[str, Any], dataset: str, method: str, noise: str, bits: i
         "bits": int(bits),
         "seed": int(seed),
     }
+    # only when set, so that the hashes of runs on generated noise stay as they were
+    if dataset in cfg["noise"].get("files", {}):
+        spec["noise_file"] = cfg["noise"]["files"][dataset]
+    return spec
 
 
 def run_config_hash(cfg: dict[str, Any], dataset: str, method: str, noise: str, bits: int, seed: int) -> str:

@@ -9,6 +9,14 @@ Recipes (``kind``):
 - ``flip`` -- same selection, but the new ``k``-set is drawn uniformly among the sets that differ from the
   clean one (single-label: uniform over the ``C - 1`` other classes), so exactly ``floor(rate * N)`` rows
   change.
+- ``multilabel_flip`` -- the RCH/NSRMH multi-label recipe: the same ``floor(rate * N)`` rows are chosen;
+  in each, one positive label (uniform among the row's positives) is switched off and one negative label
+  (uniform among its negatives) is switched on, so exactly the chosen rows change and every row keeps
+  its label count.
+
+Published noise realisations (RSHNL/SEHA ``*_noise_labels_<r>_sym.mat`` with key ``noisy_label``; RCH/NSRMH
+HDF5 with ``result`` and ``True``) are read by :func:`import_noisy_labels`, so a run can use exactly a
+paper's noisy labels.
 
 One ``numpy.random.Generator(PCG64(seed))`` drives both the selection and the redraws, so the same
 (labels, rate, seed, kind) always gives bit-identical noisy labels. The exact random streams of the
@@ -29,9 +37,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .store import atomic_h5, check_schema, get_attr
+from .data.matfiles import ArrayFile, DatasetFileError
+from .store import atomic_h5, check_schema, get_attr, sha256_file
 
-KINDS: tuple[str, ...] = ("sym", "flip")
+KINDS: tuple[str, ...] = ("sym", "flip", "multilabel_flip")
 # Root attributes derived from the NoisyLabels fields; the caller's attrs may not override them.
 _DERIVED = ("kind", "rate", "seed", "n_classes", "n_selected", "realised_change_rate")
 
@@ -109,6 +118,20 @@ def _draw_k_sets(rng: np.random.Generator, k: np.ndarray, n_classes: int) -> np.
     return (ranks < k[:, None]).astype(np.uint8)
 
 
+def _move_one_label(rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
+    """Per row: one uniformly chosen positive set to 0 and one uniformly chosen negative set to 1."""
+    out = rows.copy()
+    if not rows.shape[0]:
+        return out
+    idx = np.arange(rows.shape[0])
+    # argmax of uniform keys restricted to the positives (negatives) = a uniform positive (negative)
+    off = np.where(rows == 1, rng.random(rows.shape), -1.0).argmax(axis=1)
+    on = np.where(rows == 0, rng.random(rows.shape), -1.0).argmax(axis=1)
+    out[idx, off] = 0
+    out[idx, on] = 1
+    return out
+
+
 def make_noisy_labels(clean: np.ndarray, rate: float, seed: int, kind: str = "sym") -> NoisyLabels:
     """Corrupt ``floor(rate * N)`` rows of the multi-hot ``clean`` labels with recipe ``kind``.
 
@@ -127,12 +150,15 @@ def make_noisy_labels(clean: np.ndarray, rate: float, seed: int, kind: str = "sy
     # Sorting the chosen rows fixes the order in which they consume random numbers.
     rows = np.sort(rng.choice(n, size=n_sel, replace=False)) if n_sel else np.zeros(0, dtype=np.int64)
     k = clean[rows].sum(axis=1).astype(np.int64)
-    if kind == "flip" and (k == n_classes).any():
+    if kind in ("flip", "multilabel_flip") and (k == n_classes).any():
         raise ValueError(
-            "flip noise: a selected row has all classes positive, so no different label set exists"
+            f"{kind} noise: a selected row has all classes positive, so no different label set exists"
         )
 
-    new = _draw_k_sets(rng, k, n_classes)
+    if kind == "multilabel_flip":
+        new = _move_one_label(rng, clean[rows])
+    else:
+        new = _draw_k_sets(rng, k, n_classes)
     if kind == "flip":
         # Rejection sampling: redrawing the rows that came back unchanged yields a uniform draw among the
         # k-sets different from the clean one (for k = 1: uniform over the C - 1 other classes).
@@ -217,3 +243,69 @@ def read_noisy_labels(path: str | os.PathLike) -> NoisyLabels:
             f"{path}: /changed does not match /noisy_labels != /clean_labels; the file is corrupt"
         )
     return result
+
+
+def import_noisy_labels(
+    path: str | os.PathLike,
+    clean: np.ndarray,
+    rate: float,
+    seed: int,
+    kind: str = "sym",
+) -> NoisyLabels:
+    """Read a published noisy-label file and check it against the clean training labels ``clean``.
+
+    Accepted layouts: MATLAB ``.mat`` (v5 or v7.3) with ``noisy_label`` (N x C, RSHNL/SEHA) and HDF5 with
+    ``result`` (N x C noisy) and optionally ``True`` (N x C clean; RCH/NSRMH). The shape must equal that of
+    ``clean`` (same samples in the same order, same classes; RSHNL's 1-based files need
+    ``dummy_class_column: true``); a ``True`` array must equal ``clean``. The file does not say which
+    rows were drawn, so ``selected`` is set to the changed rows. ``rate``, ``seed`` and ``kind`` are recorded.
+    """
+    path = Path(path)
+    rate = _check_rate(rate)
+    clean = _check_labels(clean)
+    src = ArrayFile(path, "published noisy labels (noisy_label, or result/True)")
+    if src.has("noisy_label"):
+        noisy_key, true_key = "noisy_label", None
+    elif src.has("result"):
+        noisy_key, true_key = "result", ("True" if src.has("True") else None)
+    else:
+        src.require(["noisy_label"])  # raises, listing what the file holds
+        raise AssertionError("unreachable")
+    noisy = np.asarray(src.read(noisy_key))
+    if noisy.shape != clean.shape:
+        hint = ""
+        if noisy.ndim == 2 and noisy.shape[0] == clean.shape[0] and noisy.shape[1] == clean.shape[1] + 1:
+            hint = (
+                " The file has one class more: set dummy_class_column: true for this dataset "
+                "(RSHNL/SEHA 1-based labels)."
+            )
+        elif noisy.ndim == 2 and noisy.shape[0] == clean.shape[0] and noisy.shape[1] + 1 == clean.shape[1]:
+            hint = " The file has one class fewer: remove dummy_class_column: true from this dataset."
+        elif noisy.ndim == 2 and noisy.shape[0] != clean.shape[0]:
+            hint = " The number of rows differs: the file belongs to another dataset or split."
+        raise DatasetFileError(
+            f"{path}: '{noisy_key}' has shape {noisy.shape} but the training labels are {clean.shape} "
+            f"(N_train x n_classes).{hint}"
+        )
+    noisy = _check_labels(noisy, what=f"{path}: '{noisy_key}'")
+    if true_key is not None:
+        true = np.asarray(src.read(true_key))
+        if true.shape != clean.shape or not np.array_equal(true.astype(np.uint8), clean):
+            n_bad = int((true != clean).any(axis=1).sum()) if true.shape == clean.shape else -1
+            raise DatasetFileError(
+                f"{path}: '{true_key}' (the clean labels of the file) does not match the dataset's "
+                f"training labels ({'shape ' + str(true.shape) if n_bad < 0 else str(n_bad) + ' rows differ'}); "
+                "the file was made for another split or sample order"
+            )
+    changed = (noisy != clean).any(axis=1)
+    return NoisyLabels(
+        noisy=noisy,
+        clean=clean,
+        selected=changed.copy(),
+        changed=changed,
+        kind=kind,
+        rate=rate,
+        seed=int(seed),
+        attrs={"source_file": path.name, "source_sha256": sha256_file(path), "source_key": noisy_key,
+               "imported": True, "selected_note": "imported file: selected = changed rows"},
+    )

@@ -55,7 +55,7 @@ def train_run(
     result = train_model(
         spec["impl"], spec["params"], int(bits), split("train", noisy.noisy), split("val"), split("test"),
         noisy_flags=noisy.changed, seed=int(seed), device=cfg["device"], modalities=tuple(mods), run_name=run_name,
-        checkpoint_path=checkpoint, checkpoint_every=int(cfg["checkpoint_every"]), checkpoint_key=run_hash,
+        checkpoint_path=checkpoint, checkpoint_every=int(cfg["checkpoint_every"]), checkpoint_key=run_hash, clean_labels=noisy.clean,
     )
     attrs = {
         "method": method,

@@ -463,6 +463,8 @@ def report_table(
     ablation_bits: int | None = None,
     ablation_methods: Sequence[str] | None = None,
     expected_hashes: Mapping[str, str] | None = None,
+    paper_map: str | os.PathLike | None = None,
+    dataset_names: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Collect metrics files and write the experiment's tables (everything atomically).
 
@@ -473,6 +475,8 @@ def report_table(
     :func:`summarise`) and ``ablation_csv``, ``ablation_md``, ``ablation_tex`` (the task average at
     ``ablation_bits``, default the largest code length, over ``ablation_methods``, default all
     methods, in that order). Returns the written paths by key.
+
+    ``paper_csv``, ``paper_md``, ``paper_png``: the paper comparison, see :func:`write_paper_comparison`.
     """
     df = collect_results(paths)
     if expected_hashes is not None:
@@ -497,4 +501,43 @@ def report_table(
                 outputs["ablation_md"], f"## {experiment}: ablation\n\n" + to_markdown(abl))
         if "ablation_tex" in outputs:
             written["ablation_tex"] = atomic_write_text(outputs["ablation_tex"], to_latex(abl))
+    written.update(write_paper_comparison(
+        summary, experiment, outputs, paper_map, dataset_names, ablation_bits, ablation_methods))
+    return written
+
+
+def write_paper_comparison(
+    summary: pd.DataFrame,
+    experiment: str,
+    outputs: Mapping[str, str | os.PathLike],
+    paper_map: str | os.PathLike | None,
+    dataset_names: Mapping[str, str] | None = None,
+    ablation_bits: int | None = None,
+    ablation_methods: Sequence[str] | None = None,
+) -> dict[str, Path]:
+    """Join a :func:`summarise` table (plus its ablation ``avg`` rows) with the paper's published MAP.
+
+    Writes the requested keys of ``outputs``: ``paper_csv`` (every row of ours with ``paper_map`` and
+    ``diff`` = ours − paper, see :func:`cmhash.paper.join_paper`), ``paper_md`` (the matched rows) and
+    ``paper_png`` (ours-vs-paper scatter per method, with a ``.pdf`` sibling). The files are always
+    written; without ``paper_map`` or without a matching cell they carry no paper values.
+    ``dataset_names`` maps our dataset names to the paper's (``datasets.<name>.paper_name``).
+    """
+    if not any(k in outputs for k in ("paper_csv", "paper_md", "paper_png")):
+        return {}
+    from . import paper as _paper
+
+    abl = ablation_table(summary, ablation_bits) if not summary.empty else summary
+    if ablation_methods is not None and not abl.empty:
+        abl = abl[abl["method"].isin(list(ablation_methods))]
+    ours = pd.concat([summary, abl], ignore_index=True) if not abl.empty else summary
+    published = _paper.load_paper_map(paper_map) if paper_map else pd.DataFrame(columns=_paper.PAPER_COLUMNS)
+    joined = _paper.join_paper(ours, published, dict(dataset_names or {}))
+    written: dict[str, Path] = {}
+    if "paper_csv" in outputs:
+        written["paper_csv"] = atomic_write_text(outputs["paper_csv"], joined.to_csv(index=False))
+    if "paper_md" in outputs:
+        written["paper_md"] = atomic_write_text(outputs["paper_md"], _paper.to_markdown(joined, experiment))
+    if "paper_png" in outputs:
+        written["paper_png"] = _paper.plot_scatter(joined, outputs["paper_png"], experiment)[0]
     return written

@@ -9,12 +9,18 @@ import logging  # noqa: E402
 
 from cmhash.data.canonical import read_features  # noqa: E402
 from cmhash.logsetup import setup_logging  # noqa: E402
-from cmhash.noise import make_noisy_labels, write_noisy_labels  # noqa: E402
+from cmhash.noise import import_noisy_labels, make_noisy_labels, write_noisy_labels  # noqa: E402
 
 setup_logging(snakemake.log[0])  # noqa: F821
 wc = snakemake.wildcards  # noqa: F821
 features = read_features(snakemake.input.features)  # noqa: F821
-noisy = make_noisy_labels(features.splits["train"]["labels"], float(wc.noise), int(wc.seed), wc.noise_kind)
+clean = features.splits["train"]["labels"]
+if hasattr(snakemake.input, "published"):  # noqa: F821
+    # noise.files: train on exactly the noise realisation a paper published
+    published = snakemake.input.published  # noqa: F821
+    noisy = import_noisy_labels(published, clean, float(wc.noise), int(wc.seed), wc.noise_kind)
+else:
+    noisy = make_noisy_labels(clean, float(wc.noise), int(wc.seed), wc.noise_kind)
 write_noisy_labels(snakemake.output[0], noisy, {"dataset": wc.dataset})  # noqa: F821
 logging.getLogger("make_noisy_labels").info(
     "%s: rate %s seed %s -> %d rows redrawn, realised change rate %.4f",

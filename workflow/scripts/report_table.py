@@ -3,7 +3,8 @@
 snakemake.input   all metrics files of the experiment (``cmhash.metrics/1``)
 snakemake.params  experiment (str), methods (list, table row order), optional ablation_bits (int),
                   optional ablation_methods (list)
-snakemake.output  csv, md, tex, ablation_csv, ablation_md, ablation_tex (named)
+snakemake.output  csv, md, tex, ablation_csv, ablation_md, ablation_tex, paper_csv, paper_md, paper_png,
+                  paper_pdf (named; paper_pdf is written next to paper_png)
 snakemake.log     one log file
 """
 
@@ -36,6 +37,8 @@ with open(snakemake.log[0], "w") as log, contextlib.redirect_stderr(log), contex
             ablation_bits=params.get("ablation_bits"),
             ablation_methods=params.get("ablation_methods"),
             expected_hashes=params.get("config_hashes"),
+            paper_map=params.get("paper_map"),
+            dataset_names=params.get("dataset_names"),
         )
         for key, path in written.items():
             log_.info("wrote %s: %s", key, path)

@@ -7,6 +7,8 @@ Supported ``format`` values:
 - ``synthetic``: :func:`cmhash.data.synthetic.make_synthetic` with the ``synthetic`` kwargs; ``split`` gives
   ``train_fraction``, ``val_fraction`` (test = the rest) and ``seed``.
 - ``canonical``: an existing ``cmhash.features/1`` file (bring your own dataset).
+- published benchmark layouts (``rshnl_wiki``, ``seha``, ``mrl_h5``, ``xmedia``, ``inria``, ``xmedianet``,
+  ``ucch``, ``dcmh``, ``nsrmh``, ``rch``): see :mod:`cmhash.data.readers`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from typing import Any
 import numpy as np
 
 from ..store import sha256_file
-from .canonical import SPLITS, Features, read_features, stratified_split, validate_features, write_features
+from .canonical import Features, read_features, stratified_split, validate_features, write_features
 from .mfeat import read_mfeat_resource
+from .readers import READERS, source_files
 from .synthetic import make_synthetic
 
 __all__ = [
     "FORMATS",
     "Features",
+    "input_files",
     "make_synthetic",
     "prepare_dataset",
     "read_features",
@@ -174,7 +178,18 @@ FORMATS: dict[str, Callable[[str, Mapping[str, Any], str | os.PathLike], Feature
     "mfeat": _prepare_mfeat,
     "synthetic": _prepare_synthetic,
     "canonical": _prepare_canonical,
+    **READERS,
 }
+
+
+def input_files(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLike) -> list[Path]:
+    """The files dataset ``name`` is read from (empty for generated data), for the workflow's inputs."""
+    fmt = cfg.get("format")
+    if fmt in READERS:
+        return list(source_files(name, cfg, data_root).values())
+    if fmt in ("mfeat", "canonical") and "path" in cfg:
+        return [_resolve(name, cfg, data_root)]
+    return []
 
 
 def prepare_dataset(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLike) -> Features:
@@ -189,5 +204,4 @@ def prepare_dataset(name: str, cfg: Mapping[str, Any], data_root: str | os.PathL
     features = FORMATS[fmt](name, cfg, data_root)
     features.attrs.setdefault("format", fmt)
     validate_features(features, origin=f"datasets.{name}")
-    assert set(features.splits) == set(SPLITS)
     return features

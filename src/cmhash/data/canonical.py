@@ -18,6 +18,9 @@ import numpy as np
 from ..store import atomic_h5, check_schema, get_attr
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
+#: Splits a feature file may hold besides SPLITS: ``database`` = retrieval set of the multi-label
+#: protocols (queries = ``test``); without it the test split is both queries and database.
+OPTIONAL_SPLITS: tuple[str, ...] = ("database",)
 # Root attributes managed by atomic_h5 or mirrored by dataclass fields; never taken from Features.attrs.
 _RESERVED_ATTRS = frozenset({"schema", "package_version", "created", "name", "modalities", "n_classes"})
 _FIX_HINT = "Rewrite the file with cmhash.data.canonical.write_features (see docs/file_formats.md)."
@@ -60,7 +63,10 @@ def validate_features(features: Features, origin: str = "<memory>") -> None:
     if int(features.n_classes) < 2:
         raise ValueError(f"{origin}: 'n_classes' must be >= 2, got {features.n_classes}")
     dims: dict[str, tuple[str, int]] = {}
-    for split in SPLITS:
+    unknown = set(features.splits) - set(SPLITS) - set(OPTIONAL_SPLITS)
+    if unknown:
+        raise ValueError(f"{origin}: unknown split(s) {sorted(unknown)}; allowed: {[*SPLITS, *OPTIONAL_SPLITS]}")
+    for split in (*SPLITS, *(s for s in OPTIONAL_SPLITS if s in features.splits)):
         if split not in features.splits:
             raise ValueError(f"{origin}: missing group '/{split}'. {_FIX_HINT}")
         group = features.splits[split]
@@ -121,7 +127,7 @@ def write_features(path: str | os.PathLike, features: Features) -> Path:
     attrs: dict[str, Any] = {k: v for k, v in features.attrs.items() if k not in _RESERVED_ATTRS}
     attrs.update(name=features.name, modalities=list(features.modalities), n_classes=int(features.n_classes))
     with atomic_h5(path, "features", attrs) as f:
-        for split in SPLITS:
+        for split in (*SPLITS, *(s for s in OPTIONAL_SPLITS if s in features.splits)):
             group = f.create_group(split)
             for mod in features.modalities:
                 group.create_dataset(
@@ -163,7 +169,7 @@ def read_features(path: str | os.PathLike) -> Features:
         if not isinstance(modalities, list) or len(modalities) != 2:
             raise ValueError(f"{origin}: root attribute 'modalities' must list two names, got {modalities!r}")
         splits: dict[str, dict[str, np.ndarray]] = {}
-        for split in SPLITS:
+        for split in (*SPLITS, *(s for s in OPTIONAL_SPLITS if s in f)):
             if split not in f or not isinstance(f[split], h5py.Group):
                 raise ValueError(f"{origin}: missing group '/{split}'. {_FIX_HINT}")
             group = f[split]

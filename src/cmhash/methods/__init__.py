@@ -1,6 +1,8 @@
 """Method registry: importing this package registers every implementation."""
 
-from . import ce_baseline, rshnl  # noqa: F401  (registration side effect)
+from . import (  # noqa: F401  (registration side effect)
+    ce_baseline, cirh, cmmq, dgcpn, dhaph, dscmh, hcch, hmah, nsrmh, rshnl, seha, ucch, wash,
+)
 from .base import REGISTRY, Method, StepOutput, get_method_class, register, resolve_params
 
 __all__ = ["REGISTRY", "Method", "StepOutput", "get_method_class", "register", "resolve_params"]

@@ -55,13 +55,34 @@ class Method(nn.Module):
         self.bits = int(bits)
         self.params = dict(params)
 
+    #: ``True``: :meth:`training_step` also receives ``index=`` (the batch's row numbers in the training split),
+    #: for methods that keep per-sample state (SEHA's soft labels, NSRMH's pseudo-labels).
+    uses_index: ClassVar[bool] = False
+
+    @property
+    def needs_clean_labels(self) -> bool:
+        """``True`` only for reference-compatible modes that reproduce a published code's use of the CLEAN
+        training labels (label leakage); the training loop then passes them to :meth:`on_train_start`."""
+        return False
+
     def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         """Continuous codes (before ``sign``) of each modality's inputs."""
         raise NotImplementedError
 
     def training_step(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> StepOutput:
-        """Loss of one mini-batch at ``epoch`` (0-based)."""
+        """Loss of one mini-batch at ``epoch`` (0-based). A loss without gradient (closed-form methods that
+        fit in the hooks below) is only logged; the loop then takes no optimiser step."""
         raise NotImplementedError
+
+    def on_train_start(
+        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
+    ) -> None:
+        """Called once before the first epoch (and before a checkpoint is restored) with the whole training
+        split and its noisy labels. Create per-sample state here as buffers so checkpoints carry it."""
+
+    def on_epoch_start(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> None:
+        """Called at the start of every epoch with the whole training split (e.g. sample selection, or one
+        iteration of an alternating closed-form optimisation)."""
 
 
 REGISTRY: dict[str, type[Method]] = {}

@@ -1,0 +1,180 @@
+"""Paper-vs-ours: put a paper's published MAP beside ours (CSV, Markdown) and draw ours-vs-paper scatters.
+
+The paper's numbers come from a long CSV (``resources/paper/rshnl_paper_map.csv``, provenance in its README)
+with the columns :data:`PAPER_COLUMNS`; ``map`` is in percent and empty where the paper prints no value
+(out-of-memory '/'). Our summary (:func:`cmhash.tables.summarise`, plus the ``avg`` rows of
+:func:`cmhash.tables.ablation_table`) is matched on (dataset, task, method, noise, bits), the dataset
+through ``dataset_names`` (our name -> the paper's, from ``datasets.<name>.paper_name``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PAPER_COLUMNS = ["table", "dataset", "task", "method", "venue", "noise", "bits", "map"]
+#: Columns of :func:`join_paper`'s result.
+JOINED_COLUMNS = [
+    "table",
+    "dataset",
+    "paper_dataset",
+    "paper_table",
+    "task",
+    "method",
+    "noise",
+    "bits",
+    "map",
+    "n_seeds",
+    "std",
+    "paper_map",
+    "diff",
+]
+
+
+def load_paper_map(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and check a paper-map CSV (columns :data:`PAPER_COLUMNS`; empty ``map`` = no published value)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: paper map not found; it ships as resources/paper/rshnl_paper_map.csv. Set the config key "
+            "paper_map to its path, or to '' to switch the comparison off."
+        )
+    df = pd.read_csv(
+        path,
+        dtype={"dataset": str, "task": str, "method": str, "venue": str},
+        keep_default_na=False,
+        na_values={"map": [""]},
+    )
+    missing = [c for c in PAPER_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; expected {PAPER_COLUMNS}, found {list(df.columns)}"
+        )
+    try:
+        df = df.astype({"noise": float, "bits": int, "map": float})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: noise, bits and map must be numbers ({exc})") from None
+    key = ["dataset", "task", "method", "noise", "bits"]
+    dup = df[df.duplicated(key, keep=False)]
+    if not dup.empty:
+        raise ValueError(f"{path}: several rows for {dict(dup.iloc[0][key])}")
+    return df[PAPER_COLUMNS]
+
+
+def join_paper(ours: pd.DataFrame, paper: pd.DataFrame, dataset_names: Mapping[str, str]) -> pd.DataFrame:
+    """Our summary rows with the paper's ``paper_map`` and ``diff`` = ours − paper (percentage points).
+
+    ``ours`` has the columns of :func:`cmhash.tables.summarise` (``map`` in percent). Every row of ``ours``
+    is kept, in order; ``paper_map``/``diff`` are NaN where the paper has no such cell or prints none.
+    """
+    if ours.empty:
+        return pd.DataFrame(columns=JOINED_COLUMNS)
+    work = ours.copy()
+    work["paper_dataset"] = work["dataset"].map(lambda d: dataset_names.get(str(d), ""))
+    right = paper.rename(columns={"dataset": "paper_dataset", "map": "paper_map", "table": "paper_table"})
+    right = right[["paper_dataset", "paper_table", "task", "method", "noise", "bits", "paper_map"]]
+    work["noise"] = work["noise"].astype(float).round(6)
+    right = right.assign(noise=right["noise"].astype(float).round(6))
+    out = work.merge(right, how="left", on=["paper_dataset", "task", "method", "noise", "bits"], sort=False)
+    out["diff"] = (out["map"].astype(float) - out["paper_map"]).round(2)
+    out["paper_table"] = out["paper_table"].astype("Int64")
+    for col in JOINED_COLUMNS:
+        if col not in out:
+            out[col] = np.nan
+    return out[JOINED_COLUMNS].reset_index(drop=True)
+
+
+def has_matches(joined: pd.DataFrame) -> bool:
+    """Whether any row has a published value to compare with."""
+    return bool(not joined.empty and joined["paper_map"].notna().any())
+
+
+def to_markdown(joined: pd.DataFrame, experiment: str) -> str:
+    """A Markdown table of the rows that have a paper cell: ours, paper, difference (percent, 1 decimal)."""
+    title = f"## {experiment}: ours vs paper\n\n"
+    if not has_matches(joined):
+        return title + "_No cell of this experiment appears in the paper's tables._\n"
+    rows = joined[joined["paper_table"].notna()]
+    lines = [
+        "| Table | Dataset | Task | Method | Noise | Bits | Ours | Paper | Diff |",
+        "|---:|:---|:---|:---|---:|---:|---:|---:|---:|",
+    ]
+
+    def fmt(v: float, signed: bool = False) -> str:
+        return "–" if v is None or not np.isfinite(v) else (f"{v:+.1f}" if signed else f"{v:.1f}")
+
+    for r in rows.itertuples():
+        lines.append(
+            f"| {r.paper_table} | {r.dataset} | {r.task} | {r.method} | {float(r.noise):g} | {r.bits} | "
+            f"{fmt(r.map)} | {fmt(r.paper_map)} | {fmt(r.diff, True)} |"
+        )
+    ok = rows["diff"].notna()
+    summary = ""
+    if ok.any():
+        d = rows.loc[ok, "diff"]
+        summary = (
+            f"\n{int(ok.sum())} cells compared: mean difference {d.mean():+.2f}, mean absolute "
+            f"difference {d.abs().mean():.2f} percentage points (ours − paper).\n"
+        )
+    return title + "\n".join(lines) + "\n" + summary
+
+
+def plot_scatter(joined: pd.DataFrame, out_stem: str | os.PathLike, experiment: str) -> list[Path]:
+    """Ours (y) vs paper (x) MAP, one panel per method with a published value, diagonal = perfect agreement.
+
+    Writes ``<out_stem>.png`` and ``.pdf`` atomically; without any match the figure says so.
+    """
+    from matplotlib.figure import Figure
+
+    from .figures import method_colors, save_figure
+
+    pairs = joined[joined["paper_map"].notna() & joined["map"].notna()] if not joined.empty else joined
+    methods = list(dict.fromkeys(pairs["method"])) if not pairs.empty else []
+    if not methods:
+        fig = Figure(figsize=(6.0, 2.5), layout="constrained")
+        ax = fig.add_subplot()
+        ax.set_axis_off()
+        ax.text(
+            0.5,
+            0.5,
+            "no cell of this experiment appears in the paper's tables",
+            ha="center",
+            va="center",
+            color="0.35",
+            transform=ax.transAxes,
+        )
+        fig.suptitle(f"{experiment}: ours vs paper")
+        return save_figure(fig, out_stem)
+    colors = method_colors(methods)
+    fig = Figure(figsize=(3.6 * len(methods), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(methods), squeeze=False)[0]
+    markers = {t: m for t, m in zip(sorted(set(pairs["task"])), ["o", "s", "^", "D"] * 4)}
+    lo = float(min(pairs["map"].min(), pairs["paper_map"].min())) - 2
+    hi = float(max(pairs["map"].max(), pairs["paper_map"].max())) + 2
+    for ax, method in zip(axes, methods, strict=True):
+        sub = pairs[pairs["method"] == method]
+        for task, grp in sub.groupby("task", sort=False):
+            ax.scatter(
+                grp["paper_map"],
+                grp["map"],
+                color=colors[method],
+                marker=markers[task],
+                s=22,
+                label=task,
+                alpha=0.85,
+            )
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, ls="--")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        d = sub["diff"]
+        ax.set_title(f"{method}  (mean diff {d.mean():+.1f}, n={len(sub)})", fontsize=10)
+        ax.set_xlabel("paper MAP (%)")
+        ax.legend(fontsize=8, loc="upper left")
+    axes[0].set_ylabel("our MAP (%)")
+    fig.suptitle(f"{experiment}: ours vs paper")
+    return save_figure(fig, out_stem)

@@ -1,0 +1,217 @@
+"""SEHA, NSRMH and the RSHNL-table baselines: hand-checked loss terms, one step decreases the loss, code
+shape, unsupervised codes independent of the labels, closed-form methods through the shared training loop."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods.cmmq import small_loss_selection
+from cmhash.methods.common import clean_probability, cross_modal_info_nce
+from cmhash.methods.dgcpn import fused_similarity
+from cmhash.methods.dhaph import proxy_anchor_loss
+from cmhash.methods.dscmh import linear_spl_weights
+from cmhash.methods.hmah import distillation_loss
+from cmhash.methods.nsrmh import prototype_loss, similarity_loss
+from cmhash.methods.seha import self_distillation_loss
+from cmhash.methods.shallow import dcc_update
+from cmhash.methods.wash import knn_label_enhancement
+from cmhash.train import SplitData, cross_modal_maps, train_model
+
+DEEP = ["seha", "nsrmh", "ucch", "dgcpn", "cirh", "hmah", "cmmq", "dhaph"]
+SHALLOW = ["hcch", "dscmh", "wash"]
+UNSUPERVISED = ["ucch", "dgcpn", "cirh"]
+E = math.e
+
+
+def _params(impl, **extra):
+    small = {"epochs": 3, "lr": 1e-2}
+    if impl in DEEP:
+        small.update(hidden=[32], batch_size=32)
+    if impl == "seha":
+        small.update(center_hidden=[32], warmup_epochs=0)
+    if impl == "nsrmh":
+        small.update(dropout=0.0, warmup_epochs=0)
+    if impl in SHALLOW:
+        small.update(n_anchors=20, batch_size=64)
+    if impl == "dhaph":
+        small.update(alpha=8.0)  # 32 makes a single SGD step of lr 0.05 overshoot
+    return resolve_params(impl, {**small, **extra})
+
+
+def _batch(n=12, dims=(10, 8), c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(n, d, generator=g) for d in dims]
+    y = torch.nn.functional.one_hot(torch.arange(n) % c, c).to(torch.float32)
+    return xs, y
+
+
+def _make(impl, bits=16, **extra):
+    torch.manual_seed(0)
+    model = get_method_class(impl)((10, 8), 3, bits, _params(impl, **extra))
+    xs, y = _batch()
+    model.on_train_start(xs, y, y)
+    return model, xs, y
+
+
+# ---------------------------------------------------------------- hand-checked loss terms (3 samples)
+def test_cross_modal_info_nce_hand_case():
+    z = torch.tensor([[1.0], [1.0], [-1.0]])
+    expected = (4 * -math.log(E**2 / (3 * E**2 + 2)) + 2 * -math.log(E**2 / (E**2 + 4))) / 6
+    assert cross_modal_info_nce([z, z.clone()], tau=1.0).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_seha_self_distillation_hand_case():
+    p = torch.tensor([[0.8, 0.2], [0.5, 0.5], [0.25, 0.75]])
+    s1 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    s2 = torch.full((3, 2), 0.5)
+    lg = math.log
+    rows = [
+        2 * -lg(0.8) + 2 * -(0.5 * lg(0.8) + 0.5 * lg(0.2)),
+        4 * lg(2),
+        2 * -lg(0.75) + 2 * -(0.5 * lg(0.25) + 0.5 * lg(0.75)),
+    ]
+    assert self_distillation_loss([p, p.clone()], [s1, s2]).item() == pytest.approx(sum(rows) / 3, rel=1e-5)
+
+
+def test_nsrmh_prototype_and_similarity_hand_cases():
+    h = torch.tensor([[1.0], [-1.0], [1.0]])
+    mu = torch.tensor([[1.0], [-1.0]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    good, bad = -math.log(E / (E + 1 / E)), -math.log((1 / E) / (1 / E + E))
+    assert prototype_loss([h], mu, y).item() == pytest.approx((2 * good + bad) / 3, rel=1e-5)
+    codes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    y2 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    expected = 5 * (1 - math.tanh(0.5)) ** 2 / 9
+    assert similarity_loss([codes, codes.clone()], y2).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_dgcpn_target_hand_case():
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    s = fused_similarity([x, x.clone()], beta=0.5, eta=0.0, scale=1.0)
+    torch.testing.assert_close(s, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]))
+
+
+def test_shallow_hand_cases():
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    g = torch.tensor([[1.0, -1.0]])
+    b = dcc_update(-torch.ones(3, 1), g, y @ g.T)
+    torch.testing.assert_close(b, torch.tensor([[1.0], [-1.0], [1.0]]))
+    torch.testing.assert_close(linear_spl_weights(torch.tensor([1.0, 2.0, 4.0]), 4.0), torch.tensor([0.75, 0.5, 0.0]))
+    feats = torch.tensor([[0.0], [10.0], [1.0]])  # sample 3's nearest neighbour is sample 1
+    lab = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    out = knn_label_enhancement(feats, lab, k=1, rho=0.5)
+    torch.testing.assert_close(out[2], torch.tensor([0.5, 0.5]))
+
+
+def test_cmmq_selection_dhaph_proxy_hmah_distillation_hand_cases():
+    l1, l2 = torch.tensor([0.1, 2.0, 0.5]), torch.tensor([3.0, 0.2, 0.4])
+    assert small_loss_selection(l1, 2 / 3).tolist() == [True, False, True]
+    assert small_loss_selection(l2, 2 / 3).tolist() == [False, True, True]
+    codes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    proxies = torch.eye(2)
+    pos = (math.log(1 + 2 / E) + math.log(1 + 1 / E)) / 2
+    neg = (math.log(2) + math.log(3)) / 2
+    assert proxy_anchor_loss(codes, labels, proxies, 1.0, 0.0).item() == pytest.approx(pos + neg, rel=1e-5)
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert distillation_loss([codes], t).item() == pytest.approx(4 / 3)
+
+
+def test_gmm_clean_probability_separates_two_groups():
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.normal(0.1, 0.02, 80), rng.normal(0.9, 0.02, 20)])
+    prob = clean_probability(scores)
+    assert prob[:80].min() > 0.99 and prob[80:].max() < 0.01
+    assert np.all(clean_probability(np.ones(5)) == 1.0)
+
+
+# ---------------------------------------------------------------- behaviour
+@pytest.mark.parametrize("impl", DEEP)
+def test_one_step_decreases_loss(impl):
+    model, xs, y = _make(impl)
+    idx = torch.arange(12)
+    kw = {"index": idx} if model.uses_index else {}
+    epoch = 1
+    model.on_epoch_start(xs, y, epoch)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    before = model.training_step(xs, y, epoch, **kw).loss
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    after = model.training_step(xs, y, epoch, **kw).loss
+    assert after.item() < before.item()
+
+
+@pytest.mark.parametrize("impl", ["hcch", "wash"])
+def test_alternating_iterations_decrease_objective(impl):
+    model, xs, y = _make(impl)
+    values = []
+    for epoch in range(4):
+        model.on_epoch_start(xs, y, epoch)
+        values.append(model.objective())
+    assert values[-1] < values[0]
+    assert all(b <= a + 1e-4 for a, b in zip(values, values[1:]))
+
+
+@pytest.mark.parametrize("impl", DEEP + SHALLOW)
+@pytest.mark.parametrize("bits", [8, 32])
+def test_codes_have_configured_length(impl, bits):
+    model, xs, y = _make(impl, bits=bits)
+    model.on_epoch_start(xs, y, 0)
+    for h in model.encode(xs):
+        assert h.shape == (12, bits)
+        assert set(torch.where(h >= 0, 1, -1).unique().tolist()) <= {-1, 1}
+
+
+def test_seha_soft_labels_start_from_noisy_unless_reference_compatible():
+    xs, y = _batch()
+    clean = torch.roll(y, 1, dims=0)
+    for flag, start in ((False, y), (True, clean)):
+        torch.manual_seed(0)
+        model = get_method_class("seha")((10, 8), 3, 8, _params("seha", reference_compatible=flag))
+        assert model.needs_clean_labels is flag
+        model.on_train_start(xs, y, clean if flag else None)
+        torch.testing.assert_close(model.soft_labels[0], start)
+
+
+def _toy_splits(seed=0, n_classes=3):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_classes, 6)) * 3
+    proj = [rng.standard_normal((6, 10)), rng.standard_normal((6, 8))]
+
+    def split(n):
+        y = rng.integers(0, n_classes, n)
+        z = centers[y] + rng.standard_normal((n, 6))
+        return SplitData([z @ proj[0], z @ proj[1]], np.eye(n_classes, dtype=np.uint8)[y])
+
+    return split(90), split(30), split(30)
+
+
+def test_seha_reference_compatible_needs_clean_labels_in_the_loop():
+    tr, va, te = _toy_splits()
+    params = _params("seha", reference_compatible=True, epochs=1)
+    with pytest.raises(ValueError, match="clean training labels"):
+        train_model("seha", params, 8, tr, va, te, np.zeros(90, bool), seed=0, device="cpu")
+
+
+@pytest.mark.parametrize("impl", UNSUPERVISED)
+def test_unsupervised_codes_do_not_depend_on_labels(impl):
+    tr, va, te = _toy_splits()
+    other = SplitData(tr.xs, np.roll(tr.labels, 7, axis=0))
+    params = _params(impl, epochs=2)
+    a = train_model(impl, params, 16, tr, va, te, np.zeros(90, bool), seed=1, device="cpu")
+    b = train_model(impl, params, 16, other, va, te, np.ones(90, bool), seed=1, device="cpu")
+    assert not get_method_class(impl).uses_labels
+    for x, y in zip(a.codes, b.codes):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("impl", SHALLOW + ["nsrmh"])
+def test_methods_train_in_the_shared_loop_far_above_chance(impl):
+    tr, va, te = _toy_splits()
+    params = _params(impl, epochs=4 if impl in SHALLOW else 6)
+    res = train_model(impl, params, 16, tr, va, te, np.zeros(90, bool), seed=0, device="cpu")
+    assert min(cross_modal_maps(res.codes, te.labels)) > 0.6  # chance is about 1/3
