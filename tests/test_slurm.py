@@ -25,7 +25,8 @@ pytestmark = [
 
 # the same threads in both runs (torch's CPU reductions depend on them) and requests a small CI node can hold
 COMMON = ["--set-threads", "train=1", "evaluate=1", "--config", "device=cpu"]
-SMALL = ["--set-resources", *(f"{rule}:mem_mb=500" for rule in
+# the CI node has no GPU: the profile's `gpu: 1` for training is overridden (as on a CPU-only cluster)
+SMALL = ["--set-resources", "train:gpu=0", *(f"{rule}:mem_mb=500" for rule in
                               ("prepare_dataset", "make_noisy_labels", "train", "evaluate", "report_table",
                                "report_figures")), *(f"{rule}:runtime=10" for rule in ("train", "evaluate"))]
 
