@@ -77,6 +77,7 @@ rule report_figures:
         experiment="{experiment}",
         methods=lambda wc: config["experiments"][wc.experiment]["methods"],
         figures=lambda wc: figure_settings(wc.experiment),
+        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
     log:
         "logs/report_figures/{experiment}.log",
     conda:

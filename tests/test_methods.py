@@ -99,5 +99,5 @@ def test_nan_loss_stops_with_run_name():
     tr, va, te = _toy_splits()
     tr.xs[0][0, 0] = np.nan
     params = resolve_params("ce_baseline", SMALL)
-    with pytest.raises(FloatingPointError, match="myrun.*epoch 0"):
+    with pytest.raises(FloatingPointError, match="myrun.*epoch 1/3"):
         train_model("ce_baseline", params, 8, tr, va, te, np.zeros(90, bool), 0, "cpu", run_name="myrun")

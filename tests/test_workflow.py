@@ -107,7 +107,13 @@ def test_dry_run_lists_only_the_experiments_jobs(tmp_path):
         (lambda c: c["experiments"]["wf"].update(noise=[1.0]), "experiments.wf.noise[0]"),
         (lambda c: c["experiments"]["wf"].update(bits=[0]), "experiments.wf.bits[0]"),
         (lambda c: c["experiments"]["wf"].update(seeds=[]), "experiments.wf.seeds"),
+        (lambda c: c["experiments"]["wf"].update(noise=[0.2, 0.20]), "experiments.wf.noise lists ['0.2'] more than once"),
+        (lambda c: c["methods"]["CE"]["per_dataset"]["toy"].update(lr="fast"),
+         "methods.CE.per_dataset.toy.lr: expected a number, got 'fast'"),
+        (lambda c: c["experiments"].pop("wf"), "No rule to produce wf"),  # an unknown experiment name
     ],
+    ids=["unknown_method", "unknown_dataset", "noise_rate_1", "bits_0", "empty_seeds", "duplicate_noise_spelling",
+         "hyperparameter_wrong_type", "unknown_experiment"],
 )
 def test_bad_config_fails_before_any_job(tmp_path, mutate, key):
     import copy

@@ -7,9 +7,11 @@ Every error names the offending key (``experiments.default.noise[2]``) and says 
 from __future__ import annotations
 
 import copy
+import string
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import yaml
@@ -67,6 +69,24 @@ def _path(error: jsonschema.ValidationError) -> str:
     return out or "(top level)"
 
 
+def _expected(schema: dict[str, Any], error: jsonschema.ValidationError) -> str:
+    """The description of the deepest schema entry on the failing path (what the key should hold)."""
+    if error.validator == "additionalProperties" and isinstance(error.schema, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        if allowed:
+            return f" (allowed keys: {', '.join(allowed)})"
+    node: Any = schema
+    found = ""
+    for part in error.absolute_schema_path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            break
+        if isinstance(node, dict) and isinstance(node.get("description"), str):
+            found = " ".join(node["description"].split())
+    return f" (expected: {found})" if found else ""
+
+
 def validate_config(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Validate against the JSON schema, fill defaults, then check cross-references. Returns a new dict."""
     cfg = copy.deepcopy(cfg)
@@ -74,7 +94,7 @@ def validate_config(cfg: dict[str, Any], source: str = "config") -> dict[str, An
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"- {_path(e)}: {e.message}" for e in errors[:10]]
+        lines = [f"- {_path(e)}: {e.message}{_expected(schema, e)}" for e in errors[:10]]
         raise ConfigError(
             f"{source} is invalid ({len(errors)} problem(s)); see config/README.md for every key:\n" + "\n".join(lines)
         )
@@ -104,15 +124,24 @@ def _check_semantics(cfg: dict[str, Any], source: str) -> None:
                 "e.g. noisy_labels/xmedia_noise_labels_{noise}_sym.mat"
             )
         try:
-            pattern.format(noise="0.2", seed=0, dataset=ds_name)
-        except (KeyError, IndexError, ValueError):
+            # plain names only: "{dataset.__class__}" or "{noise!r:>9}" would make str.format evaluate them
+            bad = [f for _, f, spec, conv in string.Formatter().parse(pattern)
+                   if f is not None and (f not in ("noise", "seed", "dataset") or spec or conv)]
+        except ValueError:  # unbalanced braces
+            bad = [pattern]
+        if bad:
             raise ConfigError(
-                f"{source}: noise.files.{ds_name} = {pattern!r}: only the placeholders {{noise}}, {{seed}} and "
-                "{dataset} are allowed"
+                f"{source}: noise.files.{ds_name} = {pattern!r}: only the placeholders {{noise}}, {{seed}} "
+                "and {dataset} are allowed (no attributes, indices, conversions or format specs)"
             ) from None
     for name in methods_cfg:
         resolve_method(cfg, name, None)  # raises on unknown impl/base, cycles, bad params
         for ds_name in methods_cfg[name].get("per_dataset", {}):
+            if ds_name not in datasets:  # a typo here would silently train with the generic params
+                raise ConfigError(
+                    f"{source}: methods.{name}.per_dataset.{ds_name}: no dataset of that name; "
+                    f"known: {sorted(datasets)}. Fix the name or remove the entry"
+                )
             resolve_method(cfg, name, ds_name)
     for exp_name, exp in cfg["experiments"].items():
         where = f"experiments.{exp_name}"
@@ -161,9 +190,16 @@ def resolve_method(cfg: dict[str, Any], name: str, dataset: str | None) -> tuple
     merged: dict[str, Any] = {}
     for link in reversed(chain):  # root first, the named method last
         entry = methods_cfg[link]
-        merged.update(entry.get("params", {}))
+        pieces = [(f"methods.{link}.params", entry.get("params", {}))]
         if dataset is not None:
-            merged.update(entry.get("per_dataset", {}).get(dataset, {}))
+            own = entry.get("per_dataset", {}).get(dataset, {})
+            pieces.append((f"methods.{link}.per_dataset.{dataset}", own))
+        for where, values in pieces:
+            try:  # checked piece by piece so that the message names the entry that holds the bad value
+                _methods.resolve_params(impl, values, where=where)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            merged.update(values)
     try:
         params = _methods.resolve_params(impl, merged, where=f"methods.{name}.params")
     except ValueError as exc:

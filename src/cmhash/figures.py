@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .tables import collect_results, summarise
+from .tables import check_config_hashes, collect_results, summarise
 
 Results = pd.DataFrame | Iterable[str | os.PathLike]
 
@@ -559,6 +559,7 @@ def report_figures(
     outputs: Mapping[str, str | os.PathLike],
     methods: Sequence[str] | None = None,
     settings: Mapping | None = None,
+    expected_hashes: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Draw every figure whose outputs are requested (keys of :data:`FIGURE_OUTPUTS` values).
 
@@ -568,9 +569,13 @@ def report_figures(
     (per-figure overrides), ``map_noise_bits`` (default: largest), ``epoch_methods`` (default
     ``methods``), ``weights_methods`` (default ``["RSHNL"]`` when present, else ``methods``),
     ``weights_epochs``, ``weights_seed``.
+    ``expected_hashes``: metrics path -> config hash of the current config; other results are refused
+    (:func:`cmhash.tables.check_config_hashes`), as for the tables.
     """
     s = dict(settings or {})
     df = collect_results(list(paths))
+    if expected_hashes is not None:
+        check_config_hashes(df, expected_hashes)
     order = list(methods) if methods is not None else None
     if order is not None and not df.empty:
         df = df[df["method"].isin(order)]

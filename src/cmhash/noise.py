@@ -34,11 +34,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from .data.matfiles import ArrayFile, DatasetFileError
-from .store import atomic_h5, check_schema, get_attr, sha256_file
+from .store import atomic_h5, get_attr, open_h5, sha256_file
 
 KINDS: tuple[str, ...] = ("sym", "flip", "multilabel_flip")
 # Root attributes derived from the NoisyLabels fields; the caller's attrs may not override them.
@@ -212,8 +211,7 @@ def read_noisy_labels(path: str | os.PathLike) -> NoisyLabels:
         raise FileNotFoundError(
             f"{path}: noisy-label file not found; it is made by the pipeline's noise rule"
         )
-    with h5py.File(path, "r") as f:
-        check_schema(f, "noise")
+    with open_h5(path, "noise") as f:
         for key in ("noisy_labels", "clean_labels", "selected", "changed"):
             if key not in f:
                 raise ValueError(f"{path}: missing dataset '/{key}'; delete the file and rerun")

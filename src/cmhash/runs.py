@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from . import metrics
@@ -14,7 +13,7 @@ from .config import run_config_hash, run_spec
 from .data.canonical import read_features
 from .methods import get_method_class
 from .noise import read_noisy_labels
-from .store import atomic_h5, check_schema, environment_attrs, get_attr, set_attr
+from .store import atomic_h5, environment_attrs, get_attr, open_h5, set_attr
 from .train import WEIGHT_BINS, SplitData, task_names, train_model
 
 log = logging.getLogger(__name__)
@@ -90,8 +89,7 @@ def train_run(
 
 def evaluate_run(train_path: str | Path, out_path: str | Path, evaluation: dict[str, Any]) -> dict[str, float]:
     """Compute all retrieval metrics of a ``train.h5`` and write ``metrics.h5`` (codes and history copied)."""
-    with h5py.File(train_path, "r") as src:
-        check_schema(src, "train")
+    with open_h5(train_path, "train") as src:
         attrs = {key: get_attr(src, key) for key in src.attrs if key not in ("schema", "package_version", "created")}
         mods = attrs["modalities"]
         codes = [src[f"codes/{m}"][()] for m in mods]

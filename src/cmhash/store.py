@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -49,8 +50,8 @@ class SchemaError(ValueError):
 def atomic_h5(path: str | os.PathLike, kind: str, attrs: Mapping[str, Any] | None = None) -> Iterator[h5py.File]:
     """Open a new HDF5 file for writing that appears at ``path`` only if the block succeeds.
 
-    ``kind`` is a key of :data:`SCHEMAS`; the schema name, package version and creation time are
-    written as root attributes together with ``attrs``.
+    ``kind`` is a key of :data:`SCHEMAS`; the schema name, package version, git commit and creation time
+    are written as root attributes together with ``attrs``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +61,7 @@ def atomic_h5(path: str | os.PathLike, kind: str, attrs: Mapping[str, Any] | Non
         with h5py.File(tmp, "w") as f:
             f.attrs["schema"] = SCHEMAS[kind]
             f.attrs["package_version"] = __version__
+            f.attrs["git_commit"] = git_commit()
             f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             for key, value in (attrs or {}).items():
                 set_attr(f, key, value)
@@ -126,6 +128,28 @@ def check_schema(f: h5py.File, kind: str) -> None:
         )
 
 
+def open_h5(path: str | os.PathLike, kind: str) -> h5py.File:
+    """Open a pipeline HDF5 file for reading after checking that it is a readable ``kind`` file.
+
+    A truncated or damaged file (h5py's bare ``OSError``) and a file of another schema raise
+    :class:`SchemaError` naming the file and the fix. Use as ``with open_h5(path, "noise") as f:``.
+    """
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise SchemaError(
+            f"{path}: cannot be read as a '{SCHEMAS[kind]}' HDF5 file ({exc}); it is truncated or damaged, "
+            "e.g. copied while it was being written. Delete it and rerun snakemake, which rebuilds it "
+            "(a file you provided yourself: write it again)."
+        ) from None
+    try:
+        check_schema(f, kind)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
 def config_hash(obj: Any) -> str:
     """Stable short hash of a JSON-serialisable object (sorted keys), used to tie results to their config."""
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
@@ -140,6 +164,7 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
     """The commit of the working tree the code runs from, or 'unknown' outside a git checkout."""
     try:

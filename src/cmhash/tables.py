@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .store import SchemaError, check_schema, get_attr
+from .store import SCHEMAS, SchemaError, check_schema, get_attr
 
 #: Columns of :func:`summarise` (and of :func:`ablation_table`), in this order.
 SUMMARY_COLUMNS = ["table", "dataset", "task", "method", "venue", "noise", "bits", "map", "n_seeds", "std"]
@@ -63,6 +63,32 @@ def _map_at_key(name: str) -> float:
         return float("inf")
 
 
+def refuse_stale_schemas(paths: Iterable[str | os.PathLike]) -> None:
+    """Raise :class:`SchemaError` listing every metrics file written under another result schema version.
+
+    All stale runs are named at once so that one deletion (and one rerun) fixes them; unreadable files are
+    left to :func:`collect_results`, which names them one by one.
+    """
+    want = SCHEMAS["metrics"]
+    stale = []
+    for raw in paths:
+        try:
+            with h5py.File(raw, "r") as f:
+                found = f.attrs.get("schema", None)
+        except OSError:
+            continue
+        found = found.decode() if isinstance(found, bytes) else found
+        if found != want:
+            stale.append(f"  {raw} (schema {found!r})")
+    if stale:
+        raise SchemaError(
+            f"{len(stale)} result file(s) were not written as '{want}' (this cmhash version's result schema), "
+            "so they are stale:\n" + "\n".join(stale[:20])
+            + ("\n  ..." if len(stale) > 20 else "")
+            + "\nDelete them (or their run folders) and rerun snakemake, which recomputes them."
+        )
+
+
 def collect_results(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """Read ``cmhash.metrics/1`` files into one row per (file, task).
 
@@ -73,6 +99,8 @@ def collect_results(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     Raises :class:`cmhash.store.SchemaError` naming the file when a file is not HDF5, has the wrong
     ``schema`` attribute, lacks a required root attribute or has no ``/metrics/<task>`` group.
     """
+    paths = list(paths)
+    refuse_stale_schemas(paths)
     rows: list[dict] = []
     for raw in paths:
         path = Path(raw)

@@ -185,7 +185,7 @@ def train_model(
             out = model.training_step([x[idx] for x in xs], ys[idx], epoch, **extra)
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(
-                    f"{run_name}: the loss became {float(out.loss.detach())} at epoch {epoch} (batch {n_batches}); "
+                    f"{run_name}: the loss became {float(out.loss.detach())} at epoch {epoch + 1}/{epochs} (batch {n_batches}); "
                     "lower the learning rate or check the input features for extreme values"
                 )
             if optimizer is not None and out.loss.requires_grad:

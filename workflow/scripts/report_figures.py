@@ -42,6 +42,7 @@ with open(snakemake.log[0], "w") as log, contextlib.redirect_stderr(log), contex
             outputs,
             methods=params.get("methods"),
             settings=params.get("figures") or {},
+            expected_hashes=params.get("config_hashes"),
         )
         for path in written:
             log_.info("wrote %s", path)

@@ -90,7 +90,10 @@ def _prepare_mfeat(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLi
     if split_cfg.get("test_per_class") is not None:
         sizes["test"] = int(split_cfg["test_per_class"])
     seed = int(split_cfg.get("seed", 0))
-    index = stratified_split(data.labels, sizes, seed)
+    try:
+        index = stratified_split(data.labels, sizes, seed)
+    except ValueError as exc:
+        raise ValueError(f"datasets.{name}.split: {exc}; ask for fewer samples per split") from None
     n_classes = int(data.attrs.get("n_classes", int(data.labels.max()) + 1))
     labels = np.zeros((data.labels.size, n_classes), dtype=np.uint8)
     labels[np.arange(data.labels.size), data.labels] = 1
@@ -132,7 +135,10 @@ def _prepare_synthetic(name: str, cfg: Mapping[str, Any], data_root: str | os.Pa
             f"datasets.{name}.split needs train_fraction and val_fraction (missing {exc})"
         ) from None
     seed = int(split_cfg.get("seed", 0))
-    index = stratified_split(labels, sizes, seed)
+    try:
+        index = stratified_split(labels, sizes, seed)
+    except ValueError as exc:
+        raise ValueError(f"datasets.{name}.split: {exc}; ask for fewer samples per split") from None
     arrays = {mods[0]: x0, mods[1]: x1, "labels": labels}
     n_classes = labels.shape[1]
     attrs = {

@@ -15,14 +15,16 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..store import atomic_h5, check_schema, get_attr
+from ..store import atomic_h5, get_attr, open_h5
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 #: Splits a feature file may hold besides SPLITS: ``database`` = retrieval set of the multi-label
 #: protocols (queries = ``test``); without it the test split is both queries and database.
 OPTIONAL_SPLITS: tuple[str, ...] = ("database",)
 # Root attributes managed by atomic_h5 or mirrored by dataclass fields; never taken from Features.attrs.
-_RESERVED_ATTRS = frozenset({"schema", "package_version", "created", "name", "modalities", "n_classes"})
+_RESERVED_ATTRS = frozenset(
+    {"schema", "package_version", "git_commit", "created", "name", "modalities", "n_classes"}
+)
 _FIX_HINT = "Rewrite the file with cmhash.data.canonical.write_features (see docs/file_formats.md)."
 
 
@@ -160,8 +162,7 @@ def read_features(path: str | os.PathLike) -> Features:
             "'path' in config/config.yaml at an existing cmhash.features/1 file."
         )
     origin = str(path)
-    with h5py.File(path, "r") as f:
-        check_schema(f, "features")
+    with open_h5(path, "features") as f:
         for key in ("name", "modalities", "n_classes"):
             if key not in f.attrs:
                 raise ValueError(f"{origin}: missing root attribute '{key}'. {_FIX_HINT}")

@@ -15,6 +15,7 @@ Published cross-modal benchmark files come in three container styles:
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -43,6 +44,35 @@ def container_kind(path: str | os.PathLike) -> str:
         if head[offset : offset + 8] == _HDF5_MAGIC:
             return "mat73" if offset else "hdf5"
     return "mat"
+
+
+def mat5_damage(path: str | os.PathLike) -> str | None:
+    """Why a MATLAB v5-v7 file is damaged (a variable runs past the end of the file), or ``None``.
+
+    SciPy lists the variables of a truncated file without complaint and only fails, with no file name,
+    when the cut-off variable is read. Walking the top-level element tags (8 bytes each: type, byte count)
+    finds the damage up front without reading the data. Files without the v5 header (v4) are not checked.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        header = fh.read(128)
+        if len(header) < 128 or header[126:128] not in (b"IM", b"MI"):
+            return None
+        order = "<" if header[126:128] == b"IM" else ">"
+        pos = 128
+        while pos < size:
+            fh.seek(pos)
+            tag = fh.read(8)
+            if len(tag) < 8:
+                return f"an element header at byte {pos} is cut off at the end of the file"
+            mtype, nbytes = struct.unpack(order + "II", tag)
+            if mtype >> 16:  # "small data element": type and size share the first 4 bytes
+                pos += 8
+                continue
+            if pos + 8 + nbytes > size:
+                return f"the variable at byte {pos} needs {nbytes} bytes but only {size - pos - 8} follow"
+            pos += 8 + nbytes
+    return None
 
 
 def _describe(shapes: dict[str, tuple[int, ...] | str]) -> str:
@@ -81,6 +111,13 @@ class ArrayFile:
             if self.kind == "mat":
                 import scipy.io
 
+                damage = mat5_damage(self.path)
+                if damage:
+                    raise DatasetFileError(
+                        f"{self.path}: truncated or damaged MATLAB file ({damage}), e.g. an interrupted "
+                        f"download or copy; expected the {self.layout} file. Download it again "
+                        "(config/README.md, 'Published benchmark files')."
+                    )
                 try:
                     for name, shape, cls in scipy.io.whosmat(str(self.path)):
                         shapes[name] = tuple(shape) if cls != "cell" else f"cell{tuple(shape)}"
@@ -129,8 +166,9 @@ class ArrayFile:
             return h5py.File(self.path, "r")
         except OSError as exc:
             raise DatasetFileError(
-                f"{self.path}: cannot be opened as HDF5 ({exc}); expected the {self.layout} file"
-            )
+                f"{self.path}: cannot be opened as HDF5 ({exc}); expected the {self.layout} file. If it is "
+                "truncated (an interrupted download or copy), download it again (config/README.md)."
+            ) from None
 
     def _orient(self, a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(a.transpose()) if self.transpose and a.ndim > 1 else a
@@ -151,7 +189,13 @@ class ArrayFile:
             if key not in self._mat:
                 import scipy.io
 
-                self._mat.update(scipy.io.loadmat(str(self.path), variable_names=[key]))
+                try:
+                    self._mat.update(scipy.io.loadmat(str(self.path), variable_names=[key]))
+                except Exception as exc:  # noqa: BLE001 - SciPy raises several types, none naming the file
+                    raise DatasetFileError(
+                        f"{self.path}: '{key}' cannot be read ({type(exc).__name__}: {exc}); the file is "
+                        f"damaged or not the {self.layout} file. Download it again (config/README.md)."
+                    ) from None
             value = self._mat[key]
             return value
         with self._h5() as f:

@@ -234,11 +234,18 @@ def _modality_names(name: str, cfg: Mapping[str, Any]) -> tuple[str, str, list[s
 
 def _features_2d(a: np.ndarray, what: str) -> np.ndarray:
     a = np.asarray(a)
-    if a.dtype == object or a.ndim != 2:
+    if a.dtype.kind not in "biuf" or a.ndim != 2:  # cells, structs and MATLAB objects are never converted
         raise DatasetFileError(
-            f"{what}: expected a 2-D samples x features matrix, found shape {a.shape} ({a.dtype})"
+            f"{what}: expected a 2-D numeric samples x features matrix, found shape {a.shape} ({a.dtype})"
         )
-    return np.ascontiguousarray(a, dtype=np.float32)
+    out = np.ascontiguousarray(a, dtype=np.float32)
+    bad_rows = np.flatnonzero(~np.isfinite(out).all(axis=1))
+    if bad_rows.size:  # also values beyond the float32 range, which become inf here
+        raise DatasetFileError(
+            f"{what}: NaN or inf (or a value beyond float32) in {bad_rows.size} row(s), first: row "
+            f"{bad_rows[0]}; fix the feature extraction, or impute or drop those samples in the file"
+        )
+    return out
 
 
 def _is_index_vector(a: np.ndarray) -> bool:
@@ -257,6 +264,11 @@ def label_matrices(
     Returns the matrices and an info dict (``label_encoding``, ``label_offset``, ``dummy_class_column``,
     ``class_names``).
     """
+    for split, a in raw.items():
+        if np.asarray(a).dtype.kind not in "biuf":  # cells, structs and MATLAB objects are never converted
+            raise DatasetFileError(
+                f"{where} ({split}): labels must be a numeric array, found {np.asarray(a).dtype}"
+            )
     # A matrix with at least 2 rows and 2 columns anywhere means multi-hot (a 1 x C split is then one row)
     matrix_mode = any(np.asarray(a).ndim == 2 and min(np.asarray(a).shape) > 1 for a in raw.values())
     if not matrix_mode:
@@ -300,7 +312,10 @@ def label_matrices(
         if m.size and not np.isin(m, (0, 1)).all():
             raise DatasetFileError(f"{where} ({split}): a multi-hot label matrix must hold only 0 and 1")
         if width is not None and m.shape[1] != width:
-            raise DatasetFileError(f"{where}: label matrices have different widths ({width} vs {m.shape[1]})")
+            raise DatasetFileError(
+                f"{where}: label matrices have different widths ({width} vs {m.shape[1]} in {split}); "
+                "every split must have one column per class of the dataset"
+            )
         width = m.shape[1]
         out[split] = m.astype(np.uint8)
     info = {
@@ -517,8 +532,8 @@ def _assemble(
     for split, parts in raw.items():
         y = labels[split]
         keys = used_keys[split]
-        x0 = _features_2d(parts[0], f"{origin}: '{keys[0]}'")
-        x1 = _features_2d(parts[1], f"{origin}: '{keys[1]}'")
+        x0 = _features_2d(parts[0], f"{origin}: '{keys[0]}' ({split} split)")
+        x1 = _features_2d(parts[1], f"{origin}: '{keys[1]}' ({split} split)")
         for x, key in ((x0, keys[0]), (x1, keys[1])):
             if x.shape[0] != y.shape[0]:
                 raise DatasetFileError(

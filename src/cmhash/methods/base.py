@@ -6,6 +6,7 @@ loss. The shared training loop (:mod:`cmhash.train`) knows nothing else about it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -113,7 +114,19 @@ def resolve_params(impl: str, params: dict[str, Any], where: str = "params") -> 
         if key not in defaults:
             raise ValueError(f"{where}.{key}: unknown hyperparameter for method '{impl}'; known: {sorted(defaults)}")
         out[key] = _coerce(value, defaults[key], f"{where}.{key}")
+        if key in _VALID_RANGE and not _VALID_RANGE[key][0](out[key]):
+            raise ValueError(f"{where}.{key}: must be {_VALID_RANGE[key][1]}, got {value!r}")
     return out
+
+
+#: Shared hyperparameters the training loop cannot run with outside these ranges: (test, requirement).
+_VALID_RANGE: dict[str, tuple[Any, str]] = {
+    "epochs": (lambda v: v >= 1, ">= 1"),
+    "batch_size": (lambda v: v >= 2,
+                   ">= 2 (losses compare samples within a batch; 1-sample batches are skipped)"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+}
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:
@@ -126,7 +139,7 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
             raise ValueError(f"{where}: expected an integer, got {value!r}")
         return value
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if isinstance(default, str):
