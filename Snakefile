@@ -12,6 +12,7 @@ configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/features.smk"
 include: "rules/noise.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"

@@ -101,6 +101,42 @@ def dataset_input_files(wildcards):
     return [_require_file(p, key, f"format {ds['format']}") for p in input_files(wildcards.dataset, ds, DATA_ROOT)]
 
 
+def extracted_features(wildcards):
+    """The features stage's file of a `folder` dataset (rules/features.smk); none for other formats."""
+    if config["datasets"][wildcards.dataset]["format"] != "folder":
+        return []
+    return f"results/features/{wildcards.dataset}.h5"
+
+
+def folder_inputs(wildcards):
+    """Table, image folder and (when a file) the backbone weights of a `folder` dataset, checked at DAG time."""
+    from cmhash.data.folder import folder_sources
+
+    name = wildcards.dataset
+    ds = config["datasets"][name]
+    if ds["format"] != "folder":
+        raise WorkflowError(
+            f"results/features/{name}.h5: datasets.{name} has format {ds['format']}; only format folder "
+            "datasets have a features stage"
+        )
+    keys = {"table": "path", "images": "folder.images", "weights": "folder.weights"}
+    sources = folder_sources(name, ds, DATA_ROOT)
+    for role, path in sources.items():
+        if not Path(path).exists():
+            raise WorkflowError(
+                f"datasets.{name}.{keys[role]}: {path} not found (relative to data_root = {DATA_ROOT}); "
+                "see config/README.md, 'Your own images and texts'."
+            )
+    return {role: str(path) for role, path in sources.items()}
+
+
+def folder_extraction_settings(wildcards):
+    """Settings that change the extracted features; as params they make Snakemake re-extract on a change."""
+    from cmhash.data.folder import extraction_settings
+
+    return extraction_settings(wildcards.dataset, config["datasets"][wildcards.dataset])
+
+
 def noise_file(wildcards):
     """The published noisy-label file of (dataset, noise, seed) when noise.files names one, else None."""
     pattern = config["noise"]["files"].get(wildcards.dataset)

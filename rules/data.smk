@@ -1,7 +1,8 @@
 rule prepare_dataset:
     """Dataset (shipped, generated, published or user file) -> canonical feature file with splits and provenance."""
     input:
-        dataset_input_files,
+        sources=dataset_input_files,
+        extracted=extracted_features,
     output:
         "results/data/{dataset}.h5",
     params:

@@ -108,6 +108,11 @@ def _check_semantics(cfg: dict[str, Any], source: str) -> None:
     for name, ds in datasets.items():
         if ds["format"] in ("mfeat", "canonical") and "path" not in ds:
             raise ConfigError(f"{source}: datasets.{name}.path is required for format {ds['format']}")
+        if ds["format"] == "folder" and "path" not in ds:
+            raise ConfigError(
+                f"{source}: datasets.{name}.path is required for format folder: the CSV/TSV table of image file "
+                "names, texts and labels (config/README.md, 'Your own images and texts')"
+            )
         if ds["format"] in ("mfeat", "synthetic") and "modalities" not in ds:
             raise ConfigError(f"{source}: datasets.{name}.modalities is required (two entries name: view)")
         if ds["format"] not in ("mfeat", "synthetic", "canonical") and "path" not in ds and not ds.get("files"):
@@ -163,7 +168,7 @@ def _check_semantics(cfg: dict[str, Any], source: str) -> None:
             raise ConfigError(f"{source}: {where}: the name {exp_name!r} is reserved for a workflow rule; rename it")
 
 
-RESERVED_TARGETS = {"all", "prepare_dataset", "make_noisy_labels", "train", "evaluate", "report_table", "report_figures"}
+RESERVED_TARGETS = {"all", "prepare_dataset", "extract_features", "make_noisy_labels", "train", "evaluate", "report_table", "report_figures"}
 
 
 def resolve_method(cfg: dict[str, Any], name: str, dataset: str | None) -> tuple[str, dict[str, Any]]:

@@ -7,6 +7,7 @@ never leaves a file that a later run (or Snakemake) would take as complete.
 File kinds and their schema names (stored in the root attribute ``schema``):
 
 - ``cmhash.features/1``  canonical feature file (see README "Bring your own dataset")
+- ``cmhash.extracted/1`` image + text features of every row of a user's corpus (features stage)
 - ``cmhash.noise/1``     noisy training labels for one (dataset, noise kind, rate, seed)
 - ``cmhash.train/1``     codes of a trained model + per-epoch history
 - ``cmhash.metrics/1``   evaluation results + the codes/labels they were computed from
@@ -34,6 +35,7 @@ from . import __version__
 
 SCHEMAS = {
     "features": "cmhash.features/1",
+    "extracted": "cmhash.extracted/1",
     "noise": "cmhash.noise/1",
     "train": "cmhash.train/1",
     "metrics": "cmhash.metrics/1",

@@ -14,5 +14,6 @@ features = prepare_dataset(
     snakemake.wildcards.dataset,  # noqa: F821
     snakemake.params.dataset_config,  # noqa: F821
     snakemake.params.data_root,  # noqa: F821
+    extracted=snakemake.input.extracted or None,  # noqa: F821  (format folder: the features stage's file)
 )
 write_features(snakemake.output[0], features)  # noqa: F821

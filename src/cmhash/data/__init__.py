@@ -7,6 +7,8 @@ Supported ``format`` values:
 - ``synthetic``: :func:`cmhash.data.synthetic.make_synthetic` with the ``synthetic`` kwargs; ``split`` gives
   ``train_fraction``, ``val_fraction`` (test = the rest) and ``seed``.
 - ``canonical``: an existing ``cmhash.features/1`` file (bring your own dataset).
+- ``folder``: your own images + a table of texts and labels, through an image backbone and a text
+  vectoriser (:mod:`cmhash.data.folder`).
 - published benchmark layouts (``rshnl_wiki``, ``seha``, ``mrl_h5``, ``xmedia``, ``inria``, ``xmedianet``,
   ``ucch``, ``dcmh``, ``nsrmh``, ``rch``): see :mod:`cmhash.data.readers`.
 """
@@ -22,6 +24,7 @@ import numpy as np
 
 from ..store import sha256_file
 from .canonical import Features, read_features, stratified_split, validate_features, write_features
+from .folder import folder_sources, prepare_folder
 from .mfeat import read_mfeat_resource
 from .readers import READERS, source_files
 from .synthetic import make_synthetic
@@ -184,6 +187,7 @@ FORMATS: dict[str, Callable[[str, Mapping[str, Any], str | os.PathLike], Feature
     "mfeat": _prepare_mfeat,
     "synthetic": _prepare_synthetic,
     "canonical": _prepare_canonical,
+    "folder": prepare_folder,
     **READERS,
 }
 
@@ -195,19 +199,30 @@ def input_files(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLike)
         return list(source_files(name, cfg, data_root).values())
     if fmt in ("mfeat", "canonical") and "path" in cfg:
         return [_resolve(name, cfg, data_root)]
+    if fmt == "folder":
+        return [folder_sources(name, cfg, data_root)["table"]]  # images: see rules/features.smk
     return []
 
 
-def prepare_dataset(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLike) -> Features:
+def prepare_dataset(
+    name: str,
+    cfg: Mapping[str, Any],
+    data_root: str | os.PathLike,
+    extracted: str | os.PathLike | None = None,
+) -> Features:
     """Build the train/val/test :class:`Features` of dataset ``name`` from its config entry ``cfg``.
 
     Relative ``cfg["path"]`` values are resolved against ``data_root``. Raises ``ValueError`` for an
     unknown ``format`` (listing the known ones) and ``FileNotFoundError`` for a missing input file.
+    ``extracted``: format ``folder`` only, the features stage's file (else features are extracted now).
     """
     fmt = cfg.get("format")
     if fmt not in FORMATS:
         raise ValueError(f"datasets.{name}.format is {fmt!r}; known formats: {', '.join(FORMATS)}")
-    features = FORMATS[fmt](name, cfg, data_root)
+    if fmt == "folder":
+        features = prepare_folder(name, cfg, data_root, extracted)
+    else:
+        features = FORMATS[fmt](name, cfg, data_root)
     features.attrs.setdefault("format", fmt)
     validate_features(features, origin=f"datasets.{name}")
     return features
