@@ -25,6 +25,12 @@ rule all:
         experiment_targets("default"),
 
 
+# The paper's Tables 1-4, the Wikipedia table and Figures 2-4 (rules/common.smk, paper_targets).
+rule paper:
+    input:
+        paper_targets,
+
+
 # One named target per experiment: `snakemake --cores all <experiment>`.
 for _experiment in config["experiments"]:
 

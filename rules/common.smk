@@ -75,8 +75,42 @@ def figure_outputs(experiment):
     return [f"results/figures/{experiment}/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
 
 
+def protocol_outputs(experiment):
+    """Protocol-audit table and figure, for an experiment with a `protocol_audit` block."""
+    if not config["experiments"][experiment].get("protocol_audit"):
+        return []
+    return [f"results/tables/{experiment}_protocol.{s}" for s in ("csv", "md")] + [
+        f"results/figures/{experiment}/protocol.{ext}" for ext in ("png", "pdf")
+    ]
+
+
 def experiment_targets(experiment):
-    return table_outputs(experiment) + figure_outputs(experiment)
+    return table_outputs(experiment) + figure_outputs(experiment) + protocol_outputs(experiment)
+
+
+# The RSHNL paper (AAAI'25): Tables 1-3, ablation Table 4, the appendix's Wikipedia table, and Figures 2-4.
+PAPER_TABLES = ["table1", "table2", "table3", "table4", "table_wiki"]
+PAPER_FIGURES = {
+    "figure2": ("table2", ["pr_curves", "map_vs_noise"]),  # INRIA-Websearch, 128 bits, noise 0.6
+    "figure3": ("table2", ["weight_density"]),  # RSHNL's SPL weights, same run
+    "figure4": ("figure4", ["map_vs_epoch"]),  # RSHNL, CMMQ, RSHNL-S, RSHNL-D on INRIA-Websearch
+}
+
+
+def paper_targets(wildcards=None):
+    """Every output of the paper's tables and the figure files of Figures 2-4 (an input function, so that a
+    config without these experiments fails only when `paper` is asked for)."""
+    missing = sorted(
+        {e for e in PAPER_TABLES + [e for e, _ in PAPER_FIGURES.values()]} - set(config["experiments"])
+    )
+    if missing:
+        raise WorkflowError(
+            f"target paper: the experiments {missing} are not defined under experiments (config/config.yaml)"
+        )
+    out = [path for e in PAPER_TABLES for path in table_outputs(e)]
+    for experiment, names in PAPER_FIGURES.values():
+        out += [f"results/figures/{experiment}/{n}.{ext}" for n in names for ext in ("png", "pdf")]
+    return out
 
 
 DATA_ROOT = Path(workflow.basedir) / config["data_root"]

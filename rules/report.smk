@@ -84,3 +84,32 @@ rule report_figures:
         "../workflow/envs/cmhash.yaml"
     script:
         "../workflow/scripts/report_figures.py"
+
+
+rule report_protocol_audit:
+    """Metrics files of an experiment with `protocol_audit` -> clean vs published-protocol table and figure."""
+    input:
+        lambda wc: experiment_metrics(wc.experiment),
+    output:
+        csv=report(
+            "results/tables/{experiment}_protocol.csv",
+            caption="../workflow/report/protocol_audit.rst",
+            category="Tables",
+        ),
+        md="results/tables/{experiment}_protocol.md",
+        png=report(
+            "results/figures/{experiment}/protocol.png",
+            caption="../workflow/report/protocol_audit.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/{experiment}/protocol.pdf",
+    params:
+        experiment="{experiment}",
+        audit=lambda wc: config["experiments"][wc.experiment].get("protocol_audit", {}),
+        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
+    log:
+        "logs/report_protocol_audit/{experiment}.log",
+    conda:
+        "../workflow/envs/cmhash.yaml"
+    script:
+        "../workflow/scripts/report_protocol_audit.py"

@@ -1,6 +1,7 @@
 """SEHA, NSRMH and the RSHNL-table baselines: hand-checked loss terms, one step decreases the loss, code
 shape, unsupervised codes independent of the labels, closed-form methods through the shared training loop."""
 
+import itertools
 import math
 
 import numpy as np
@@ -12,15 +13,17 @@ from cmhash.methods.cmmq import small_loss_selection
 from cmhash.methods.common import clean_probability, cross_modal_info_nce
 from cmhash.methods.dgcpn import fused_similarity
 from cmhash.methods.dhaph import proxy_anchor_loss
+from cmhash.methods.dhrl import below_mean_selection, ranking_loss
 from cmhash.methods.dscmh import linear_spl_weights
 from cmhash.methods.hmah import distillation_loss
+from cmhash.methods.mian import asymmetric_pair_loss, bottleneck_alignment_loss
 from cmhash.methods.nsrmh import prototype_loss, similarity_loss
 from cmhash.methods.seha import self_distillation_loss
 from cmhash.methods.shallow import dcc_update
 from cmhash.methods.wash import knn_label_enhancement
 from cmhash.train import SplitData, cross_modal_maps, train_model
 
-DEEP = ["seha", "nsrmh", "ucch", "dgcpn", "cirh", "hmah", "cmmq", "dhaph"]
+DEEP = ["seha", "nsrmh", "ucch", "dgcpn", "cirh", "hmah", "cmmq", "mian", "dhrl", "dhaph"]
 SHALLOW = ["hcch", "dscmh", "wash"]
 UNSUPERVISED = ["ucch", "dgcpn", "cirh"]
 E = math.e
@@ -38,6 +41,8 @@ def _params(impl, **extra):
         small.update(n_anchors=20, batch_size=64)
     if impl == "dhaph":
         small.update(alpha=8.0)  # 32 makes a single SGD step of lr 0.05 overshoot
+    if impl == "dhrl":
+        small.update(n_concepts=4)  # epoch 1 of the step test is in the warm-up; the swap is tested apart
     return resolve_params(impl, {**small, **extra})
 
 
@@ -120,6 +125,65 @@ def test_cmmq_selection_dhaph_proxy_hmah_distillation_hand_cases():
     assert distillation_loss([codes], t).item() == pytest.approx(4 / 3)
 
 
+def test_mian_pair_and_alignment_hand_cases():
+    stored = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+    h = torch.tensor([[1.0, 0.0]])
+    sim = torch.tensor([[1.0], [0.0], [1.0]])
+    expected = 2 * (math.log(1 + E) - 1) + math.log(2)  # theta = [1, 0, 1]
+    assert asymmetric_pair_loss(stored, h, sim).item() == pytest.approx(expected, rel=1e-6)
+    # two batch rows: the second (h = [0, 1]) has theta = [0, 1, 0], S = [0, 1, 0]; the sum is divided by 2
+    h2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    sim2 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    second = 2 * math.log(2) + (math.log(1 + E) - 1)
+    assert asymmetric_pair_loss(stored, h2, sim2).item() == pytest.approx((expected + second) / 2, rel=1e-6)
+    pred, target = torch.zeros(3, 2), torch.zeros(3, 2)
+    mu = torch.tensor([[2.0, 0.0], [0.0, 0.0], [1.0, 1.0]])  # sum |mu|^2 / 2 = 2 + 0 + 1
+    expected_align = (6 * math.log(2) + 0.5 * 3) / 3  # six BCE(0, 0.5) = log 2 terms; sigma = 0.5
+    assert bottleneck_alignment_loss(pred, target, mu, 0.5).item() == pytest.approx(expected_align, rel=1e-6)
+
+
+def test_mian_targets_follow_the_label_net_and_batch_rows_are_stored():
+    model, xs, y = _make("mian", bits=4)
+    model.stored_image.fill_(1.0)
+    model.stored_text.fill_(-1.0)  # alpha_t U^2 outweighs alpha_v U^1 ...
+    model.stored_label[:] = torch.tensor([0.0, 0.0, 0.5, -0.5])  # ... where U^L is 0; elsewhere eta U^L wins
+    b = model.targets(torch.arange(12))
+    torch.testing.assert_close(b, torch.tensor([-1.0, -1.0, 1.0, -1.0]).expand(12, 4))
+    model.training_step([x[:3] for x in xs], y[:3], 0, index=torch.tensor([5, 7, 9]))
+    torch.testing.assert_close(model.stored_image[[5, 7, 9]], model.encode([x[:3] for x in xs])[0])
+
+
+def test_dhrl_ranking_and_selection_hand_cases():
+    h1 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    h2 = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    sim = y @ y.T
+    torch.testing.assert_close(ranking_loss(h1, h2, sim, 1.0), torch.tensor([0.5, 0.5, 0.5]))
+    # margin 0.5: anchor 0 -> 0, anchor 1 -> mean(0.5, 0) = 0.25, anchor 2 -> 0
+    torch.testing.assert_close(ranking_loss(h1, h2, sim, 0.5), torch.tensor([0.0, 0.25, 0.0]))
+    assert below_mean_selection(torch.tensor([0.1, 2.0, 0.5])).tolist() == [True, False, True]
+    assert below_mean_selection(torch.full((3,), 0.1)).any()
+
+
+def test_dhrl_swap_phase_step_decreases_the_loss_of_the_selected_rows():
+    model, xs, y = _make("dhrl", warmup_epochs=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    per_sample, _ = model.per_sample_losses(xs, y)
+    sel = model.selection(per_sample, epoch=0)
+    assert not sel[0].all() and not sel[1].all()  # the swap drops rows
+    assert torch.equal(sel[0], below_mean_selection(per_sample[1]))  # branch 1 learns from branch 2's ranking
+
+    def selected_loss():
+        ps, align = model.per_sample_losses(xs, y)
+        return sum(loss[s].mean() for loss, s in zip(ps, sel)) + align
+
+    before = selected_loss()
+    opt.zero_grad()
+    model.training_step(xs, y, 0).loss.backward()
+    opt.step()
+    assert selected_loss().item() < before.item()
+
+
 def test_gmm_clean_probability_separates_two_groups():
     rng = np.random.default_rng(0)
     scores = np.concatenate([rng.normal(0.1, 0.02, 80), rng.normal(0.9, 0.02, 20)])
@@ -153,7 +217,7 @@ def test_alternating_iterations_decrease_objective(impl):
         model.on_epoch_start(xs, y, epoch)
         values.append(model.objective())
     assert values[-1] < values[0]
-    assert all(b <= a + 1e-4 for a, b in zip(values, values[1:]))
+    assert all(b <= a + 1e-4 for a, b in itertools.pairwise(values))
 
 
 @pytest.mark.parametrize("impl", DEEP + SHALLOW)

@@ -215,8 +215,8 @@ def test_markdown_layout_and_marks(summary):
     # RSHNL is best everywhere -> bold; CE second -> underlined
     assert all(c.startswith("**") for c in body[1][3:])
     assert all(c.startswith("<u>") for c in body[0][3:])
-    # RSHNL I2T noise 0.2 16 bits = 78.6
-    assert body[1][3] == "**78.6**"
+    # RSHNL I2T noise 0.2 16 bits = 78.6, std 1.0 over the two seeds
+    assert body[1][3] == "**78.6** ± 1.0"
     assert body[1][2] == "AAAI'25"
 
 
@@ -227,7 +227,7 @@ def test_markdown_marks_follow_values(summary):
     s.loc[hit, "map"] = 99.0
     body = _md_rows(tables.to_markdown(s))[3:]
     ce_t2i, rshnl_t2i = body[2], body[3]
-    assert ce_t2i[5] == "**99.0**" and rshnl_t2i[5].startswith("<u>")
+    assert ce_t2i[5] == "**99.0** ± 1.0" and rshnl_t2i[5].startswith("<u>")
     assert ce_t2i[6].startswith("<u>") and rshnl_t2i[6].startswith("**")
 
 

@@ -164,11 +164,19 @@ def _check_semantics(cfg: dict[str, Any], source: str) -> None:
         figures = exp.get("figures", {})
         if "spl_method" in figures and figures["spl_method"] not in exp["methods"]:
             raise ConfigError(f"{source}: {where}.figures.spl_method must be one of {where}.methods")
+        for row, cells in exp.get("protocol_audit", {}).items():
+            for side, (method, dataset) in cells.items():
+                if method not in exp["methods"] or dataset not in exp["datasets"]:
+                    raise ConfigError(
+                        f"{source}: {where}.protocol_audit.{row}.{side} = [{method}, {dataset}] is not a cell of "
+                        f"the experiment; add the method to {where}.methods and the dataset to {where}.datasets"
+                    )
         if exp_name in RESERVED_TARGETS:
             raise ConfigError(f"{source}: {where}: the name {exp_name!r} is reserved for a workflow rule; rename it")
 
 
-RESERVED_TARGETS = {"all", "prepare_dataset", "extract_features", "make_noisy_labels", "train", "evaluate", "report_table", "report_figures"}
+RESERVED_TARGETS = {"all", "prepare_dataset", "extract_features", "make_noisy_labels", "train", "evaluate", "report_table", "report_figures",
+                    "report_protocol_audit", "paper"}
 
 
 def resolve_method(cfg: dict[str, Any], name: str, dataset: str | None) -> tuple[str, dict[str, Any]]:

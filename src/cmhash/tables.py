@@ -276,6 +276,19 @@ def _fmt_noise(x: float) -> str:
     return f"{float(x):g}"
 
 
+def _seed_stds(summary: pd.DataFrame) -> dict[tuple, float]:
+    """(dataset, task, method, noise, bits) -> std over seeds, for the cells averaged over several seeds."""
+    return {(r.dataset, r.task, r.method, r.noise, r.bits): r.std
+            for r in summary.itertuples() if r.n_seeds > 1 and np.isfinite(r.std)}
+
+
+def _with_std(cell: str, std: float | None, fmt: str) -> str:
+    """``cell ± std`` (one decimal) when the cell is a mean over several seeds."""
+    if std is None or cell in (_MISSING_MD, _MISSING_TEX):
+        return cell
+    return f"{cell} ± {std:.1f}" if fmt == "md" else rf"{cell}$\pm${std:.1f}"
+
+
 def _cell(value: float, mark: str, fmt: str) -> str:
     if value is None or not np.isfinite(value):
         return _MISSING_MD if fmt == "md" else _MISSING_TEX
@@ -346,15 +359,18 @@ def to_markdown(summary: pd.DataFrame) -> str:
     with a ``Ref.`` (venue) column; columns noise x bits, drawn as the header row (noise rates) and a
     first body row (code lengths), since Markdown has a single header row. Values are MAP in percent
     with one decimal; per (task, noise, bits) column the best value is ``**bold**`` and the second
-    best ``<u>underlined</u>``; a missing result is ``–``. An ablation table (task ``avg``) is drawn
-    as rows method x columns dataset x noise with the marks computed per column.
+    best ``<u>underlined</u>``; a missing result is ``–``; a mean over several seeds is followed by
+    ``± std``. An ablation table (task ``avg``) is drawn as rows method x columns dataset x noise with
+    the marks computed per column.
     """
     if summary.empty:
         return "_No results._\n"
     if _is_ablation(summary):
         return _ablation_markdown(summary)
     out: list[str] = []
+    stds = _seed_stds(summary)
     for dataset, noises, bits, rows in _main_blocks(summary):
+        columns = [(n, b) for n in noises for b in bits]
         header = ["Task", "Method", "Ref."]
         for n in noises:
             header += [f"Noise {_fmt_noise(n)}"] + [""] * (len(bits) - 1)
@@ -363,7 +379,8 @@ def to_markdown(summary: pd.DataFrame) -> str:
         last_task = None
         for task, method, venue, cells in rows:
             body.append([task if task != last_task else "", _md_escape(method), _md_escape(venue)]
-                        + [_cell(v, mk, "md") for v, mk in cells])
+                        + [_with_std(_cell(v, mk, "md"), stds.get((dataset, task, method, n, b)), "md")
+                           for (v, mk), (n, b) in zip(cells, columns)])
             last_task = task
         out += [f"### {_md_escape(dataset)}", ""] + _md_table(header, align, body) + [""]
     return "\n".join(out)
@@ -396,8 +413,10 @@ def to_latex(summary: pd.DataFrame, caption: str | None = None) -> str:
     if _is_ablation(summary):
         return _ablation_latex(summary, caption)
     out: list[str] = ["% requires \\usepackage{booktabs}"]
+    stds = _seed_stds(summary)
     for dataset, noises, bits, rows in _main_blocks(summary):
         nb = len(bits)
+        columns = [(n, b) for n in noises for b in bits]
         ncol = 3 + len(noises) * nb
         cap = caption or (f"MAP (\\%) on {_tex_escape(dataset)}; best in bold, second best underlined.")
         out += ["\\begin{table}[t]", "\\centering", f"\\caption{{{cap}}}", "\\small",
@@ -412,7 +431,8 @@ def to_latex(summary: pd.DataFrame, caption: str | None = None) -> str:
             if last_task is not None and task != last_task:
                 out.append("\\midrule")
             line = [_tex_escape(task) if task != last_task else "", _tex_escape(method), _tex_escape(venue)]
-            line += [_cell(v, mk, "tex") for v, mk in cells]
+            line += [_with_std(_cell(v, mk, "tex"), stds.get((dataset, task, method, n, b)), "tex")
+                     for (v, mk), (n, b) in zip(cells, columns)]
             out.append(" & ".join(line) + " \\\\")
             last_task = task
         out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]

@@ -93,13 +93,23 @@ def _prepare_mfeat(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLi
     if split_cfg.get("test_per_class") is not None:
         sizes["test"] = int(split_cfg["test_per_class"])
     seed = int(split_cfg.get("seed", 0))
+    val_source = str(split_cfg.get("val_source", "held_out"))
+    if val_source not in ("held_out", "test"):
+        raise ValueError(f"datasets.{name}.split.val_source is {val_source!r}; use held_out (default) or test")
     try:
         index = stratified_split(data.labels, sizes, seed)
     except ValueError as exc:
         raise ValueError(f"datasets.{name}.split: {exc}; ask for fewer samples per split") from None
-    n_classes = int(data.attrs.get("n_classes", int(data.labels.max()) + 1))
+    if val_source == "test":
+        # SEHA's published protocol, for the protocol audit only: validation = the first rows of the test
+        # split, which stays whole, so model selection sees test pairs (the held-out rows go unused)
+        index["val"] = index["test"][: sizes["val"] * np.unique(data.labels).size]
+    # dummy_class_column: the published codes' one-hot width max + 1 on 1-based labels, i.e. an extra
+    # never-used class 0 that the noise can still draw (as mfeat labels 1..10 would give there)
+    offset = 1 if cfg.get("dummy_class_column", False) else 0
+    n_classes = int(data.attrs.get("n_classes", int(data.labels.max()) + 1)) + offset
     labels = np.zeros((data.labels.size, n_classes), dtype=np.uint8)
-    labels[np.arange(data.labels.size), data.labels] = 1
+    labels[np.arange(data.labels.size), data.labels + offset] = 1
     arrays = {mod: data.views[view].astype(np.float32) for mod, view in mods.items()}
     arrays["labels"] = labels
     sha = {path.name: sha256_file(path)}
@@ -108,12 +118,14 @@ def _prepare_mfeat(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLi
         "source": data.attrs.get("source_url", ""),
         "licence": data.attrs.get("licence", ""),
         "citation": data.attrs.get("citation", ""),
-        "class_names": data.attrs.get("class_names", [str(c) for c in range(n_classes)]),
+        "class_names": ["unused"] * offset
+        + list(data.attrs.get("class_names", [str(c) for c in range(n_classes - offset)])),
         "sha256": sha,
         "source_archive": data.attrs.get("source_archive", ""),
         "source_archive_sha256": data.attrs.get("source_archive_sha256", ""),
         "views": mods,
-        "split": {"method": "stratified_per_class", **sizes, "seed": seed},
+        "split": {"method": "stratified_per_class", **sizes, "seed": seed, "val_source": val_source},
+        "dummy_class_column": bool(offset),
     }
     return Features(
         name=name,
