@@ -87,6 +87,19 @@ def _pack_rows(bits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed).view(np.uint64)
 
 
+def _pack_labels(member: np.ndarray) -> np.ndarray:
+    """Pack boolean label memberships into the narrowest words: one ``uint8``/``uint16``/``uint32`` word up
+    to 8/16/32 classes (NUS-WIDE's 10 -> ``uint16``), ``uint64`` words above. Narrow words make the
+    relevance test (any shared bit) move a quarter to an eighth of the memory of ``uint64`` words."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        width = np.dtype(dtype).itemsize
+        if member.shape[1] <= 8 * width:
+            packed = np.packbits(member, axis=1)
+            packed = np.pad(packed, ((0, 0), (0, width - packed.shape[1])))
+            return np.ascontiguousarray(packed).view(dtype)
+    return _pack_rows(member)
+
+
 def pack_codes(codes: Any, name: str = "codes") -> np.ndarray:
     """Bit-packed codes: ``(items x ceil(bits/64))`` ``uint64`` words; popcount of XOR = Hamming distance."""
     return _pack_rows(code_bits(codes, name))
@@ -117,8 +130,8 @@ class _Ranker:
         self.query_words = _pack_rows(qb)
         self.db_words = np.ascontiguousarray(_pack_rows(db).T)  # word-major: one contiguous row per word
         # relevance = at least one shared label; labels > 0 are memberships
-        self.query_label_words = _pack_rows(ql > 0)
-        self.db_label_words = np.ascontiguousarray(_pack_rows(dl > 0).T)
+        self.query_label_words = _pack_labels(ql > 0)
+        self.db_label_words = np.ascontiguousarray(_pack_labels(dl > 0).T)
         self.dist_dtype = np.uint8 if self.n_bits <= 255 else np.uint16
 
     def chunk_size(self, bytes_per_item: int = 20) -> int:
@@ -145,8 +158,8 @@ class _Ranker:
     def relevance(self, rows: slice) -> np.ndarray:
         """``rel[i, j]``: query ``rows[i]`` and database item ``j`` share at least one label."""
         q = self.query_label_words[rows]
-        shared = np.zeros((len(q), self.n_db), dtype=np.uint64)
-        for w in range(q.shape[1]):
+        shared = q[:, 0, None] & self.db_label_words[0][None, :]
+        for w in range(1, q.shape[1]):
             shared |= q[:, w, None] & self.db_label_words[w][None, :]
         return shared != 0
 
@@ -156,9 +169,10 @@ class _Ranker:
         The stable sort of ``uint8``/``uint16`` keys is NumPy's radix sort: a counting sort over the
         ``K + 1`` distances that keeps equal distances in database index order.
         """
-        order = np.argsort(self.distances(rows), axis=1, kind="stable")
-        ranked = np.take_along_axis(self.relevance(rows), order, axis=1)
-        return [np.flatnonzero(row) for row in ranked]
+        dist = self.distances(rows)
+        rel = self.relevance(rows)
+        # one query at a time: a row's int64 order stays in cache, a whole chunk's would not (2x faster)
+        return [np.flatnonzero(r[np.argsort(d, kind="stable")]) for d, r in zip(dist, rel)]
 
 
 def _threads(threads: int | None) -> int:
@@ -225,7 +239,9 @@ def average_precisions(
             if n_rel == 0:
                 out.append(np.nan if topk is None else 0.0)
             else:  # sum over relevant ranks of P@rank = hits / rank, hits = 1..n_rel
-                out.append(float(np.dot(ranks[:n_rel], inv_ranks[pos])) / n_rel)
+                # not np.dot: BLAS would start its own threads inside these worker threads (oversubscribed,
+                # 25x slower on a busy machine) and round differently depending on its thread count
+                out.append(float(np.add.reduce(ranks[:n_rel] * inv_ranks[pos])) / n_rel)
         return np.asarray(out, dtype=np.float64)
 
     return _per_chunk(ranker.n_query, ranker.chunk_size(), chunk_ap, threads)
@@ -373,7 +389,8 @@ def torch_average_precisions(
         dist = torch.round((n_bits - q[s : s + chunk] @ d.T) * 0.5).to(torch.int32)
         order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
         rel = torch.gather((ql[s : s + chunk] @ dl.T) > 0, 1, order)
-        hits = torch.cumsum(rel, dim=1, dtype=torch.float64)
+        # integer cumsum: exact, and allowed under torch.use_deterministic_algorithms on CUDA (float is not)
+        hits = torch.cumsum(rel, dim=1, dtype=torch.int64).to(torch.float64)
         n_rel = hits[:, -1] if k > 0 else torch.zeros(len(rel), dtype=torch.float64, device=device)
         ap_sum = torch.where(rel, hits / ranks, torch.zeros((), dtype=torch.float64, device=device)).sum(dim=1)
         empty = torch.full_like(n_rel, float("nan") if topk is None else 0.0)
@@ -384,7 +401,11 @@ def torch_average_precisions(
 def precision_recall_by_radius(
     query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any, threads: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean precision and recall of retrieving everything within Hamming radius ``0..bits``."""
+    """Mean precision and recall of retrieving everything within Hamming radius ``0..bits``.
+
+    Queries that retrieve nothing at a radius (precision 0/0) or have no relevant item (recall 0/0) are left
+    out of that radius's mean; a radius at which no query retrieves anything is NaN (a plot skips it).
+    """
     ranker = _Ranker(query_codes, db_codes, query_labels, db_labels)
     n_dist = ranker.n_bits + 1
 
@@ -405,13 +426,14 @@ def precision_recall_by_radius(
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(retrieved > 0, tp / retrieved, np.nan)
         recall = np.where(n_rel > 0, tp / n_rel, np.nan)
-    return _nanmean0(precision), _nanmean0(recall)
+    return _mean_defined(precision), _mean_defined(recall)
 
 
-def _nanmean0(a: np.ndarray) -> np.ndarray:
+def _mean_defined(a: np.ndarray) -> np.ndarray:
+    """Column means over the non-NaN entries; NaN where a column has none."""
     count = np.sum(~np.isnan(a), axis=0)
     total = np.nansum(a, axis=0)
-    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def precision_at_n(

@@ -55,6 +55,7 @@ def train_run(
         spec["impl"], spec["params"], int(bits), split("train", noisy.noisy), split("val"), split("test"),
         noisy_flags=noisy.changed, seed=int(seed), device=cfg["device"], modalities=tuple(mods), run_name=run_name,
         checkpoint_path=checkpoint, checkpoint_every=int(cfg["checkpoint_every"]), checkpoint_key=run_hash, clean_labels=noisy.clean,
+        amp=bool(cfg.get("amp", False)), deterministic=bool(cfg.get("deterministic", False)),
     )
     attrs = {
         "method": method,
@@ -68,6 +69,8 @@ def train_run(
         "config_hash": run_hash,
         "params": spec["params"],
         "device": result.device,
+        "amp": result.extra["amp"],
+        "deterministic": result.extra["deterministic"],
         "best_epoch": result.best_epoch,
         "train_seconds": result.seconds,
         "modalities": mods,

@@ -6,6 +6,13 @@ retrieval directions on sign codes, (3) keep the weights with the best mean vali
 epoch the best weights encode the test split. Everything the loop logs is generic: loss terms reported by
 the method, and (for methods that weight samples) weight statistics split by the ground-truth noise flag,
 which is used for logging only.
+
+On a GPU nothing crosses to the host inside an epoch: batches are index views of device-resident tensors,
+loss sums accumulate on the device (a method's ``terms`` may be 0-d tensors for the same reason), and the
+validation MAP uses the torch path of :mod:`cmhash.metrics` on the device. The host sees one small
+transfer per epoch (the shuffling order, the summed losses, per-sample weights, per-query APs).
+``amp`` runs the training steps under bfloat16 autocast (CUDA only); ``deterministic`` switches torch to
+deterministic kernels (see :func:`set_deterministic`). On the CPU the loop is bit-for-bit reproducible.
 """
 
 from __future__ import annotations
@@ -64,6 +71,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def set_deterministic(enabled: bool) -> None:
+    """Make CUDA runs repeatable: deterministic kernels only (an op without one raises, naming itself).
+
+    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` for repeatable GEMMs; it is read when cuBLAS starts,
+    so it is set here before the first GPU matmul of the process (each training job is its own process).
+    On the CPU results are repeatable anyway.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -77,22 +96,32 @@ def task_names(modalities: tuple[str, str] | list[str]) -> list[str]:
 
 
 @torch.no_grad()
-def encode_split(model: Method, xs: list[torch.Tensor], batch: int = 4096) -> list[np.ndarray]:
-    """Sign codes (int8, +/-1) of a whole split, encoded in chunks with the model in eval mode."""
+def sign_codes(model: Method, xs: list[torch.Tensor], batch: int = 4096) -> list[torch.Tensor]:
+    """Sign codes (int8 tensors of +/-1 on the data's device) of a whole split, encoded in chunks in eval mode."""
     model.eval()
     outs: list[list[torch.Tensor]] = [[] for _ in xs]
     for start in range(0, xs[0].shape[0], batch):
         for m, h in enumerate(model.encode([x[start : start + batch] for x in xs])):
             outs[m].append(h)
     model.train()
-    return [np.where(torch.cat(o).cpu().numpy() >= 0, 1, -1).astype(np.int8) for o in outs]
+    return [torch.where(torch.cat(o) >= 0, 1, -1).to(torch.int8) for o in outs]
 
 
-def cross_modal_maps(codes: list[np.ndarray], labels: np.ndarray, empty_queries: str = "skip") -> list[float]:
-    """MAP@all of modality 0 -> 1 and 1 -> 0 where the split is both query set and database."""
+def encode_split(model: Method, xs: list[torch.Tensor], batch: int = 4096) -> list[np.ndarray]:
+    """Sign codes (int8 NumPy arrays of +/-1) of a whole split."""
+    return [c.cpu().numpy() for c in sign_codes(model, xs, batch)]
+
+
+def cross_modal_maps(
+    codes: list[Any], labels: Any, empty_queries: str = "skip", backend: str = "numpy"
+) -> list[float]:
+    """MAP@all of modality 0 -> 1 and 1 -> 0 where the split is both query set and database.
+
+    ``backend="torch"`` keeps the work on the device of the (tensor) codes and labels.
+    """
     return [
-        metrics.mean_average_precision(codes[0], codes[1], labels, labels, empty_queries=empty_queries),
-        metrics.mean_average_precision(codes[1], codes[0], labels, labels, empty_queries=empty_queries),
+        metrics.mean_average_precision(codes[0], codes[1], labels, labels, empty_queries=empty_queries, backend=backend),
+        metrics.mean_average_precision(codes[1], codes[0], labels, labels, empty_queries=empty_queries, backend=backend),
     ]
 
 
@@ -112,6 +141,8 @@ def train_model(
     checkpoint_every: int = 0,
     checkpoint_key: str = "",
     clean_labels: np.ndarray | None = None,
+    amp: bool = False,
+    deterministic: bool = False,
 ) -> TrainResult:
     """Train ``impl`` with resolved ``params`` on ``train`` (noisy labels) and return test codes + history.
 
@@ -122,8 +153,17 @@ def train_model(
     A checkpoint whose ``checkpoint_key`` (the run's config hash) differs is ignored.
     ``clean_labels`` reach the method only if it asks for them (``needs_clean_labels``: a reference-compatible
     mode that reproduces a published code's label leakage).
+    ``amp``: bfloat16 autocast of the training steps on CUDA (ignored on the CPU, with a log line).
+    ``deterministic``: deterministic torch kernels (:func:`set_deterministic`; process-wide).
     """
     dev = resolve_device(device)
+    if deterministic:
+        set_deterministic(True)
+    if amp and dev.type != "cuda":
+        log.info("%s: amp (mixed precision) applies to CUDA only; training in float32 on %s", run_name, dev)
+    use_amp = amp and dev.type == "cuda"
+    # CUDA: validation MAP on the device (torch path); CPU: the exact NumPy path (bit-identical history)
+    eval_backend = "torch" if dev.type == "cuda" else "numpy"
     seed_everything(seed)
     n_train = train.labels.shape[0]
     batch_size = int(params["batch_size"])
@@ -145,6 +185,7 @@ def train_model(
     optimizer = (torch.optim.Adam(trainable, lr=params["lr"], weight_decay=params["weight_decay"])
                  if trainable else None)
     val_xs = [to_dev(x) for x in val.xs]
+    val_labels = to_dev(val.labels) if eval_backend == "torch" else val.labels
     test_xs = [to_dev(x) for x in test.xs]
     noisy_flags = np.asarray(noisy_flags, dtype=bool)
     perm_gen = torch.Generator().manual_seed(seed)
@@ -174,7 +215,8 @@ def train_model(
         model.train()
         model.on_epoch_start(xs, ys, epoch)
         order = torch.randperm(n_train, generator=perm_gen).to(dev)
-        sums: dict[str, float] = {}
+        # sums stay on the device (float64, added one batch at a time like Python floats): no per-batch sync
+        sums: dict[str, Any] = {"loss": torch.zeros((), dtype=torch.float64, device=dev)}
         weights = torch.full((n_train,), float("nan"), device=dev)
         n_batches = 0
         for start in range(0, n_train, batch_size):
@@ -182,25 +224,28 @@ def train_model(
             if idx.numel() < 2 and n_batches > 0:
                 continue  # a 1-sample tail batch carries no contrastive signal
             extra = {"index": idx} if model.uses_index else {}
-            out = model.training_step([x[idx] for x in xs], ys[idx], epoch, **extra)
-            if not torch.isfinite(out.loss):
-                raise FloatingPointError(
-                    f"{run_name}: the loss became {float(out.loss.detach())} at epoch {epoch + 1}/{epochs} (batch {n_batches}); "
-                    "lower the learning rate or check the input features for extreme values"
-                )
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = model.training_step([x[idx] for x in xs], ys[idx], epoch, **extra)
             if optimizer is not None and out.loss.requires_grad:
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 optimizer.step()
-            sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach())
+            sums["loss"] += out.loss.detach().to(torch.float64)
             for key, value in out.terms.items():
+                if isinstance(value, torch.Tensor):
+                    value = value.detach().to(torch.float64)
                 sums[f"loss_{key}"] = sums.get(f"loss_{key}", 0.0) + value
             if out.weights is not None:
                 weights[idx] = out.weights.detach().to(weights.dtype)
             n_batches += 1
 
-        row = {key: value / n_batches for key, value in sums.items()}
-        val_maps = cross_modal_maps(encode_split(model, val_xs), val.labels)
+        row = {key: float(value) / n_batches for key, value in sums.items()}
+        if not math.isfinite(row["loss"]):  # checked once per epoch: a per-batch check would sync the GPU
+            raise FloatingPointError(
+                f"{run_name}: the loss became {row['loss']} in epoch {epoch + 1}/{epochs}; "
+                "lower the learning rate or check the input features for extreme values"
+            )
+        val_maps = cross_modal_maps(sign_codes(model, val_xs), val_labels, backend=eval_backend)
         for task, value in zip(tasks, val_maps):
             row[f"val_map_{task}"] = value
         row["val_map_mean"] = float(np.mean(val_maps))
@@ -246,6 +291,7 @@ def train_model(
         best_epoch=best[1],
         seconds=time.perf_counter() - start_time,
         device=str(dev) if dev.type == "cpu" else f"cuda:{torch.cuda.get_device_name(dev)}",
+        extra={"amp": use_amp, "deterministic": bool(deterministic)},
     )
 
 
@@ -264,7 +310,7 @@ def load_checkpoint(path: str | Path | None, key: str) -> dict[str, Any] | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated file from a kill during torch.save's own write
+    except Exception as exc:  # noqa: BLE001 -- a truncated file (kill during torch.save) raises many kinds
         log.warning("ignoring unreadable checkpoint %s (%s); training from scratch", path, exc)
         return None
     if state.get("key") != key:
