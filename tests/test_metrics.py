@@ -97,6 +97,15 @@ def test_precision_recall_by_radius_hand_case():
     np.testing.assert_allclose(recall, [0.5, 0.5, 1.0])
 
 
+def test_precision_at_radius_where_nothing_is_retrieved_is_undefined():
+    q = np.array([[1, 1]])
+    db = np.array([[-1, -1], [1, -1]])  # distances 2 and 1: nothing within radius 0
+    precision, recall = metrics.precision_recall_by_radius(q, db, np.array([[1, 0]]), np.array([[1, 0], [0, 1]]))
+    assert np.isnan(precision[0]) and recall[0] == 0.0
+    np.testing.assert_allclose(precision[1:], [0.0, 0.5])
+    np.testing.assert_allclose(recall[1:], [0.0, 1.0])
+
+
 def test_precision_at_n_hand_case():
     q = np.array([[1, 1]])
     db = np.array([[1, 1], [-1, -1], [1, -1]])
