@@ -68,7 +68,7 @@ def test_epoch_loss_is_the_mean_of_the_batch_losses(monkeypatch):
             seen.append([])
         seen[epoch].append(float(out.loss.detach()))
         # 0-d tensors are accepted as terms too (they spare a GPU sync per batch)
-        out.terms = {key: torch.tensor(value, dtype=torch.float64) for key, value in out.terms.items()}
+        out.terms = {key: torch.as_tensor(value, dtype=torch.float64) for key, value in out.terms.items()}
         return out
 
     monkeypatch.setattr(get_method_class("rshnl"), "training_step", recording_step)

@@ -18,13 +18,14 @@ from torch import nn
 class StepOutput:
     """What a method returns for one mini-batch.
 
-    ``loss`` is minimised; ``terms`` are detached scalars logged per epoch (e.g. ``cal``, ``chl``);
+    ``loss`` is minimised; ``terms`` are detached 0-d tensors (or floats) logged per epoch (e.g. ``cal``, ``chl``;
+    tensors, so that logging never forces a GPU sync per batch);
     ``weights`` are optional per-sample weights in [0, 1] (self-paced methods), logged against the
     ground-truth noise flags.
     """
 
     loss: torch.Tensor
-    terms: dict[str, float] = field(default_factory=dict)
+    terms: dict[str, torch.Tensor | float] = field(default_factory=dict)
     weights: torch.Tensor | None = None
 
 

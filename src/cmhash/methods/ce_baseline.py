@@ -43,4 +43,4 @@ class CrossEntropyBaseline(Method):
                 loss = loss + F.binary_cross_entropy_with_logits(logits, y)
             else:
                 loss = loss + F.cross_entropy(logits, y.argmax(dim=1))
-        return StepOutput(loss=loss, terms={"ce": float(loss.detach())})
+        return StepOutput(loss=loss, terms={"ce": loss.detach()})

@@ -53,6 +53,6 @@ class CIRH(StandardisedUnsupervised):
         ]).mean()
         quant = quantisation_loss(codes)
         loss = corr + p["identity"] * ident + p["recon"] * rec + p["quant"] * quant
-        terms = {"corr": float(corr.detach()), "id": float(ident.detach()), "rec": float(rec.detach()),
-                 "quant": float(quant.detach())}
+        terms = {"corr": corr.detach(), "id": ident.detach(), "rec": rec.detach(),
+                 "quant": quant.detach()}
         return StepOutput(loss=loss, terms=terms)

@@ -78,5 +78,5 @@ class CMMQ(Method):
         align = ((codes[0] - codes[1]) ** 2).sum(dim=1).mean()
         loss = cls + p["align"] * align
         weights = (sel[0] | sel[1]).to(torch.float32)
-        return StepOutput(loss=loss, terms={"cls": float(cls.detach()), "align": float(align.detach())},
+        return StepOutput(loss=loss, terms={"cls": cls.detach(), "align": align.detach()},
                           weights=weights)

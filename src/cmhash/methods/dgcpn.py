@@ -70,4 +70,4 @@ class DGCPN(StandardisedUnsupervised):
         sim = code_similarity_loss(codes, target)
         quant = quantisation_loss(codes)
         loss = sim + p["quant"] * quant
-        return StepOutput(loss=loss, terms={"sim": float(sim.detach()), "quant": float(quant.detach())})
+        return StepOutput(loss=loss, terms={"sim": sim.detach(), "quant": quant.detach()})

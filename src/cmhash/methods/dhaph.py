@@ -66,4 +66,4 @@ class DHaPH(Method):
         pa = proxy_anchor_loss(torch.cat(codes), torch.cat([labels, labels]), self.proxies, p["alpha"], p["delta"])
         quant = quantisation_loss(codes)
         loss = pa + p["quant"] * quant
-        return StepOutput(loss=loss, terms={"proxy": float(pa.detach()), "quant": float(quant.detach())})
+        return StepOutput(loss=loss, terms={"proxy": pa.detach(), "quant": quant.detach()})

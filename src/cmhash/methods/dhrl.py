@@ -137,5 +137,5 @@ class DHRL(Method):
         ranked = sum(loss[s].mean() for loss, s in zip(per_sample, sel))
         loss = ranked + self.params["align"] * align
         weights = (sel[0] | sel[1]).to(torch.float32)
-        return StepOutput(loss=loss, terms={"ranked": float(ranked.detach()), "align": float(align.detach())},
+        return StepOutput(loss=loss, terms={"ranked": ranked.detach(), "align": align.detach()},
                           weights=weights)

@@ -55,6 +55,6 @@ class HMAH(Method):
               for z in [t, *codes]]
         dist = distillation_loss(codes, t)
         loss = sum(ce) + p["distill"] * dist
-        return StepOutput(loss=loss, terms={"teacher": float(ce[0].detach()),
-                                            "students": float((ce[1] + ce[2]).detach()),
-                                            "distill": float(dist.detach())})
+        return StepOutput(loss=loss, terms={"teacher": ce[0].detach(),
+                                            "students": (ce[1] + ce[2]).detach(),
+                                            "distill": dist.detach()})

@@ -170,10 +170,10 @@ class MIAN(Method):
         align = bottleneck_alignment_loss(self.predict_text(f1), f2, mu1, p["sigma"])
         loss = pair_label + pair_image + pair_text + q + p["gamma"] * lab + p["mi"] * align
         return StepOutput(loss=loss, terms={
-            "pair_label": float(pair_label.detach()),
-            "pair_image": float(pair_image.detach()),
-            "pair_text": float(pair_text.detach()),
-            "quant": float(q.detach()),
-            "label": float(lab.detach()),
-            "align": float(align.detach()),
+            "pair_label": pair_label.detach(),
+            "pair_image": pair_image.detach(),
+            "pair_text": pair_text.detach(),
+            "quant": q.detach(),
+            "label": lab.detach(),
+            "align": align.detach(),
         })

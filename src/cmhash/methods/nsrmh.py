@@ -203,6 +203,6 @@ class NSRMH(Method):
         l_cen = prototype_loss(codes, self.prototypes, y)
         l_sign = sign_loss(codes)
         loss = p["sim_weight"] * l_sim + p["cen_weight"] * l_cen + p["sign_weight"] * l_sign
-        terms = {"sim": float(l_sim.detach()), "cen": float(l_cen.detach()), "sign": float(l_sign.detach())}
+        terms = {"sim": l_sim.detach(), "cen": l_cen.detach(), "sign": l_sign.detach()}
         weights = self.reliability[index] if use_pseudo else None
         return StepOutput(loss=loss, terms=terms, weights=weights)

@@ -72,7 +72,7 @@ class RSHNL(Method):
         p = self.params
         codes = self.encode(xs)
         pair_loss = losses.center_aggregation_per_pair(codes, self.centers(), labels, p["tau"], p["r"])
-        terms: dict[str, float] = {"cal": float(pair_loss.mean().detach())}
+        terms: dict[str, torch.Tensor] = {"cal": pair_loss.mean().detach()}
         weights = None
         if epoch < p["warmup_epochs"] or p["self_paced"] == "off":
             center_term = pair_loss.mean()
@@ -80,10 +80,10 @@ class RSHNL(Method):
             weights = losses.self_paced_weights(pair_loss, p["gamma"], p["self_paced"])
             reg = losses.self_paced_regulariser(weights, p["gamma"])
             center_term = (weights * pair_loss + reg).mean()
-            terms["spl"] = float(center_term.detach())
+            terms["spl"] = center_term.detach()
         loss = center_term
         if p["use_contrastive"] and p["alpha"] > 0:
             chl = losses.contrastive_hash_loss(codes, p["tau"], p["r"], p["contrastive_form"])
-            terms["chl"] = float(chl.detach())
+            terms["chl"] = chl.detach()
             loss = loss + p["alpha"] * chl
         return StepOutput(loss=loss, terms=terms, weights=weights)

@@ -120,4 +120,4 @@ class SEHA(Method):
         nce_p = cross_modal_info_nce(probs, p["tau"])
         dcl = 2.0 * (nce_h + p["prob_weight"] * nce_p)
         loss = sdl + p["lamda"] * dcl
-        return StepOutput(loss=loss, terms={"sdl": float(sdl.detach()), "dcl": float(dcl.detach())})
+        return StepOutput(loss=loss, terms={"sdl": sdl.detach(), "dcl": dcl.detach()})

@@ -39,4 +39,4 @@ class UCCH(StandardisedUnsupervised):
     def training_step(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> StepOutput:
         b = [straight_through_sign(h) / math.sqrt(self.bits) for h in self.encode(xs)]
         loss = cross_modal_info_nce(b, self.params["tau"])
-        return StepOutput(loss=loss, terms={"nce": float(loss.detach())})
+        return StepOutput(loss=loss, terms={"nce": loss.detach()})
