@@ -241,6 +241,30 @@ def test_seha_soft_labels_start_from_noisy_unless_reference_compatible():
         torch.testing.assert_close(model.soft_labels[0], start)
 
 
+def test_seha_validation_pass_writes_training_soft_labels_only_when_reference_compatible():
+    xs, y = _batch()  # 12 training rows
+    val_xs = [x[:5] * 0.5 for x in xs]  # 5 validation rows
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = get_method_class("seha")((10, 8), 3, 8, _params("seha", reference_compatible=flag,
+                                                                 warmup_epochs=1, batch_size=4))
+        model.on_train_start(xs, y, y)
+        before = model.soft_labels.clone()
+        with torch.no_grad():
+            model.on_validation(val_xs, epoch=1)  # still warm-up: never writes
+            torch.testing.assert_close(model.soft_labels, before)
+            model.on_validation(val_xs, epoch=2)
+            if not flag:
+                torch.testing.assert_close(model.soft_labels, before)
+                continue
+            mu = model.params["momentum"]
+            centers = model.centers()
+            probs = [torch.softmax(h @ centers.T, dim=1) for h in model.encode(val_xs)]
+        for m in range(2):  # rows 0..4 = EMA with the validation predictions; rows 5.. untouched
+            torch.testing.assert_close(model.soft_labels[m, :5], mu * before[m, :5] + (1 - mu) * probs[m])
+            torch.testing.assert_close(model.soft_labels[m, 5:], before[m, 5:])
+
+
 def _toy_splits(seed=0, n_classes=3):
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((n_classes, 6)) * 3

@@ -246,6 +246,8 @@ def train_model(
                 "lower the learning rate or check the input features for extreme values"
             )
         val_maps = cross_modal_maps(sign_codes(model, val_xs), val_labels, backend=eval_backend)
+        with torch.no_grad():
+            model.on_validation(val_xs, epoch)
         for task, value in zip(tasks, val_maps):
             row[f"val_map_{task}"] = value
         row["val_map_mean"] = float(np.mean(val_maps))

@@ -82,6 +82,11 @@ class Method(nn.Module):
         """Called once before the first epoch (and before a checkpoint is restored) with the whole training
         split and its noisy labels. Create per-sample state here as buffers so checkpoints carry it."""
 
+    def on_validation(self, xs: list[torch.Tensor], epoch: int) -> None:
+        """Called (under ``torch.no_grad``) after each epoch's validation MAP with the validation features.
+        Methods leave it alone; it exists so a reference-compatible mode can reproduce a published code whose
+        validation pass changes training state (SEHA)."""
+
     def on_epoch_start(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> None:
         """Called at the start of every epoch with the whole training split (e.g. sample selection, or one
         iteration of an alternating closed-form optimisation)."""

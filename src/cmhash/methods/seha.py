@@ -30,8 +30,11 @@ Departures, guesses and the leakage flag:
 - Default: the soft labels start from the NOISY training labels (row-normalised). ``reference_compatible:
   true`` starts them from the CLEAN training labels, as the published code does. That is label leakage: only
   in that mode does the training loop hand the clean labels to the method (``needs_clean_labels``).
-- Not reproduced inside the method: the published code's validation pass also writes soft labels of rows
-  ``0 .. n_valid-1``, and its validation split lies inside the test split (a data-protocol matter).
+- ``reference_compatible: true`` also reproduces the published code's validation pass, which runs the
+  criterion on the validation batches and so EMA-writes their predictions into the soft labels of TRAINING
+  rows ``0 .. n_valid-1`` (batch positions taken as training indices) after every post-warm-up epoch
+  (:meth:`on_validation`). Its validation split lying inside the test split is a data-protocol matter
+  (dataset option ``split.val_source: test``).
 - Multi-label rows: the warm-up cross-entropy uses the row-normalised label (guess; the code is single-label).
 """
 
@@ -98,6 +101,23 @@ class SEHA(Method):
     def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [enc(x) for enc, x in zip(self.encoders, xs)]
 
+    def _ema_write(self, probs: list[torch.Tensor], index: torch.Tensor) -> None:
+        mu = self.params["momentum"]
+        for m, q in enumerate(probs):
+            self.soft_labels[m, index] = mu * self.soft_labels[m, index] + (1.0 - mu) * q.detach()
+
+    def on_validation(self, xs: list[torch.Tensor], epoch: int) -> None:
+        """Reference-compatible only: validation predictions overwrite training rows ``0 .. n_valid-1``."""
+        if not self.params["reference_compatible"] or epoch <= self.params["warmup_epochs"]:
+            return
+        n = min(xs[0].shape[0], self.soft_labels.shape[1])
+        batch = int(self.params["batch_size"])
+        centers = self.centers()
+        for start in range(0, n, batch):
+            index = torch.arange(start, min(start + batch, n), device=xs[0].device)
+            codes = self.encode([x[index] for x in xs])
+            self._ema_write([torch.softmax(h @ centers.T, dim=1) for h in codes], index)
+
     def training_step(
         self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int, index: torch.Tensor | None = None
     ) -> StepOutput:
@@ -111,10 +131,8 @@ class SEHA(Method):
         else:
             if self.soft_labels.shape[1] == 0:
                 raise RuntimeError("seha: on_train_start was not called (no soft-label table)")
-            mu = p["momentum"]
             with torch.no_grad():
-                for m, q in enumerate(probs):
-                    self.soft_labels[m, index] = mu * self.soft_labels[m, index] + (1.0 - mu) * q.detach()
+                self._ema_write(probs, index)
             sdl = self_distillation_loss(probs, [self.soft_labels[0, index], self.soft_labels[1, index]])
         nce_h = cross_modal_info_nce(codes, p["tau"])
         nce_p = cross_modal_info_nce(probs, p["tau"])
