@@ -1,5 +1,5 @@
 rule evaluate:
-    """Codes -> MAP@all, MAP@k, PR by Hamming radius and P@N for both retrieval directions."""
+    """Codes -> MAP@all, MAP@k, PR by Hamming radius and P@N for both retrieval directions (+ FUSED)."""
     input:
         "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}/train.h5",
     output:

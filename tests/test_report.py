@@ -272,6 +272,47 @@ def test_ablation_average(summary):
     assert set(tables.ablation_table(summary)["bits"]) == {32}
 
 
+def test_fused_task_is_an_extra_row_of_the_methods_that_have_it(metric_files, summary, tmp_path):
+    """NSRMH files add a FUSED task (MAP@50 of fused codes); RSHNL/CE rows, their marks and the ablation
+    averages stay exactly as without them, and NSRMH's average keeps the two cross-modal tasks."""
+    nsrmh = []
+    for noise in NOISES:
+        for bits in BITS:
+            for seed in SEEDS:
+                path = tmp_path / f"NSRMH_{noise}_{bits}_{seed}" / "metrics.h5"
+                write_metrics(path, "NSRMH", noise, bits, seed)
+                with h5py.File(path, "a") as f:
+                    for task in ("I2T", "T2I"):  # below CE: the marks of the cross-modal rows do not move
+                        f[f"metrics/{task}"].attrs["map"] = fake_map("CE", task, noise, bits, seed) - 0.1
+                    g = f.create_group("metrics/FUSED")
+                    g.attrs["map"] = g.attrs["map_at_50"] = 0.9 - 0.2 * noise + 0.02 * seed
+                    g.attrs["map_topk"] = 50
+                nsrmh.append(path)
+    results = tables.collect_results([*metric_files, *nsrmh])
+    full = tables.summarise(results, "toyexp", methods=["CE", "RSHNL"])
+    assert list(dict.fromkeys(full["task"])) == ["I2T", "T2I", "FUSED"]
+    assert set(full.loc[full.task == "FUSED", "method"]) == {"NSRMH"}
+    fused = full[(full.task == "FUSED") & (full.noise == 0.6) & (full.bits == 16)].iloc[0]
+    assert fused["map"] == pytest.approx(79.0) and fused["std"] == pytest.approx(1.0)
+    pd.testing.assert_frame_equal(full[full.method != "NSRMH"].reset_index(drop=True), summary)
+
+    before, after = tables.to_markdown(summary).splitlines(), tables.to_markdown(full).splitlines()
+    assert [ln for ln in after if "| NSRMH |" not in ln] == before  # nothing else moves
+    fused_rows = [r for r in _md_rows("\n".join(after)) if r[0] == "FUSED"]
+    assert [r[1] for r in fused_rows] == ["NSRMH"]
+    assert fused_rows[0][3] == "**87.0** ± 1.0"  # noise 0.2, 16 bits: seeds 0.86 and 0.88
+    assert "FUSED" in tables.to_latex(full)
+
+    abl = tables.ablation_table(full, bits=32)
+    pd.testing.assert_frame_equal(abl[abl.method != "NSRMH"].reset_index(drop=True),
+                                  tables.ablation_table(summary, bits=32))
+    row = abl[(abl.method == "NSRMH") & (abl.noise == 0.2)].iloc[0]
+    cross = full[(full.method == "NSRMH") & (full.noise == 0.2) & (full.bits == 32) & (full.task != "FUSED")]
+    assert row["map"] == pytest.approx(round(cross["map"].mean(), 2))
+    pr = tmp_path / "pr"
+    _check_written(figures.plot_pr_curves([*metric_files, *nsrmh], pr, methods=[*METHODS, "NSRMH"]), pr)
+
+
 def test_report_table_writes_all(metric_files, tmp_path):
     keys = ("csv", "md", "tex", "ablation_csv", "ablation_md", "ablation_tex")
     outs = {k: tmp_path / f"t.{k}" for k in keys}

@@ -24,6 +24,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from .figures import save_figure
+from .store import FUSED_TASK
 from .tables import atomic_write_text, check_config_hashes, collect_results
 
 #: Columns of :func:`protocol_table`, in this order.
@@ -47,12 +48,13 @@ def _settings(audit: Audit) -> list[tuple[str, str, str, str]]:
 def protocol_table(df: pd.DataFrame, audit: Audit) -> pd.DataFrame:
     """Tabulate :func:`cmhash.tables.collect_results` rows for the settings of ``audit``.
 
-    Tasks are those of the files plus ``avg`` (the mean of the tasks per seed). ``map`` and ``std`` are the
-    mean and population std (ddof 0) over seeds in percent; ``delta`` and ``delta_std`` those of the per-seed
-    difference ``setting - clean`` over the seeds both have (0 for the clean setting). All rounded to 2
-    decimals. A setting without results raises ``ValueError`` naming it.
+    Tasks are the cross-modal tasks of the files (not ``FUSED``) plus ``avg`` (the mean of the tasks per
+    seed). ``map`` and ``std`` are the mean and population std (ddof 0) over seeds in percent; ``delta`` and
+    ``delta_std`` those of the per-seed difference ``setting - clean`` over the seeds both have (0 for the
+    clean setting). All rounded to 2 decimals. A setting without results raises ``ValueError`` naming it.
     """
     rows = []
+    df = df[df["task"] != FUSED_TASK]
     per_seed = df.pivot_table(index=["method", "dataset", "noise", "bits", "seed"], columns="task", values="map",
                               aggfunc="first")
     tasks = list(dict.fromkeys(df["task"]))

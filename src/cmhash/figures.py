@@ -215,8 +215,10 @@ def plot_pr_curves(
         handles: dict[str, Line2D] = {}
         for ax, task in zip(axes, tasks, strict=True):
             for m in order:
-                curves = [c for c in (_read_pr(p, task) for p in sel.loc[
-                    (sel["method"] == m) & (sel["task"] == task), "path"]) if c is not None]
+                paths = sel.loc[(sel["method"] == m) & (sel["task"] == task), "path"]
+                if paths.empty:
+                    continue  # a task only some methods have (FUSED): nothing is missing
+                curves = [c for c in (_read_pr(p, task) for p in paths) if c is not None]
                 curves = [c for c in curves if len(c[0]) == len(curves[0][0])] if curves else []
                 if not curves:
                     if m not in skipped:

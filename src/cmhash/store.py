@@ -25,8 +25,9 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
@@ -42,6 +43,10 @@ SCHEMAS = {
     # Shipped input resource (not a pipeline output): UCI Multiple Features, see resources/mfeat/README.md.
     "mfeat": "cmhash.mfeat/1",
 }
+
+#: Task of a metrics file that ranks fused codes (one per image+text pair) of queries in a fused database,
+#: written beside the cross-modal tasks for methods that have a fused code (docs/file_formats.md).
+FUSED_TASK = "FUSED"
 
 
 class SchemaError(ValueError):
@@ -172,6 +177,7 @@ def git_commit() -> str:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
+            check=False,
             cwd=Path(__file__).resolve().parent,
             capture_output=True,
             text=True,

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .store import SCHEMAS, SchemaError, check_schema, get_attr
+from .store import FUSED_TASK, SCHEMAS, SchemaError, check_schema, get_attr
 
 #: Columns of :func:`summarise` (and of :func:`ablation_table`), in this order.
 SUMMARY_COLUMNS = ["table", "dataset", "task", "method", "venue", "noise", "bits", "map", "n_seeds", "std"]
@@ -217,14 +217,15 @@ def summarise(df: pd.DataFrame, table_name: str, methods: Sequence[str] | None =
 
 
 def ablation_table(summary: pd.DataFrame, bits: int | None = None) -> pd.DataFrame:
-    """Average the tasks of a :func:`summarise` table per method at one code length (paper's Table 4).
+    """Average the cross-modal tasks of a :func:`summarise` table per method at one code length (Table 4).
 
     ``bits`` defaults to the largest code length in ``summary``. The result has the columns of
     :data:`SUMMARY_COLUMNS` with ``task = "avg"``; ``map`` is the mean of the per-task MAPs (percent,
     2 decimals), ``n_seeds`` the smallest seed count among the tasks and ``std`` is NaN (a standard
     deviation of the average cannot be recovered from per-task ones). A (method, dataset, noise) cell
-    missing one of the tasks is left out. :func:`to_markdown` / :func:`to_latex` draw this as rows
-    method x columns dataset x noise.
+    missing one of the tasks is left out. The ``FUSED`` task (fused codes, only some methods have it) is
+    not averaged, so the averages of methods with and without it compare. :func:`to_markdown` /
+    :func:`to_latex` draw this as rows method x columns dataset x noise.
     """
     if summary.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
@@ -233,6 +234,7 @@ def ablation_table(summary: pd.DataFrame, bits: int | None = None) -> pd.DataFra
     sel = summary[summary["bits"] == int(bits)]
     if sel.empty:
         raise ValueError(f"no results with {bits} bits (available: {sorted(set(summary['bits']))})")
+    sel = sel[sel["task"] != FUSED_TASK]
     n_tasks = sel.groupby("dataset")["task"].nunique()
     grouped = sel.groupby(["table", "dataset", "method", "noise", "bits"], sort=False)
     out = grouped.agg(

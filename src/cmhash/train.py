@@ -1,11 +1,12 @@
-"""The shared training loop: any registered method, noisy labels in, test-split codes + history out.
+"""The shared training loop: any registered method, noisy labels in, test (and database) codes + history out.
 
 Readable top to bottom: build the method, put all data on the device once, then per epoch
 (1) one pass of Adam steps over a seeded permutation of the training set, (2) validation MAP of both
 retrieval directions on sign codes, (3) keep the weights with the best mean validation MAP. After the last
-epoch the best weights encode the test split. Everything the loop logs is generic: loss terms reported by
-the method, and (for methods that weight samples) weight statistics split by the ground-truth noise flag,
-which is used for logging only.
+epoch the best weights encode the test split and, when the dataset has one, the retrieval database split;
+methods with a fused code (:meth:`Method.encode_fused`) encode those splits once more, one code per pair.
+Everything the loop logs is generic: loss terms reported by the method, and (for methods that weight samples)
+weight statistics split by the ground-truth noise flag, which is used for logging only.
 
 On a GPU nothing crosses to the host inside an epoch: batches are index views of device-resident tensors,
 loss sums accumulate on the device (a method's ``terms`` may be 0-d tensors for the same reason), and the
@@ -49,7 +50,9 @@ class SplitData:
 
 @dataclass
 class TrainResult:
-    codes: list[np.ndarray]  # int8 +/-1 codes of the test split per modality
+    """Codes are int8 +/-1 matrices ``N x bits`` from the weights of the best validation epoch."""
+
+    codes: list[np.ndarray]  # test split (queries), one per modality
     history: dict[str, list[float]]
     weight_hist_clean: np.ndarray
     weight_hist_noisy: np.ndarray
@@ -57,6 +60,9 @@ class TrainResult:
     seconds: float
     device: str
     extra: dict[str, Any] = field(default_factory=dict)
+    database_codes: list[np.ndarray] | None = None  # database split, one per modality (None: no such split)
+    fused_codes: np.ndarray | None = None  # test split, one code per pair (None: the method has none)
+    database_fused_codes: np.ndarray | None = None  # database split, one code per pair
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,6 +118,21 @@ def encode_split(model: Method, xs: list[torch.Tensor], batch: int = 4096) -> li
     return [c.cpu().numpy() for c in sign_codes(model, xs, batch)]
 
 
+@torch.no_grad()
+def encode_fused_split(model: Method, xs: list[torch.Tensor], batch: int = 4096) -> np.ndarray | None:
+    """Fused sign codes (int8 NumPy array of +/-1, one row per pair) of a whole split, or ``None`` when the
+    method has no fused code (:meth:`Method.encode_fused`)."""
+    model.eval()
+    parts = []
+    for start in range(0, xs[0].shape[0], batch):
+        h = model.encode_fused([x[start : start + batch] for x in xs])
+        if h is None:
+            break
+        parts.append(torch.where(h >= 0, 1, -1).to(torch.int8).cpu())
+    model.train()
+    return torch.cat(parts).numpy() if parts else None
+
+
 def cross_modal_maps(
     codes: list[Any], labels: Any, empty_queries: str = "skip", backend: str = "numpy"
 ) -> list[float]:
@@ -143,8 +164,12 @@ def train_model(
     clean_labels: np.ndarray | None = None,
     amp: bool = False,
     deterministic: bool = False,
+    database: SplitData | None = None,
 ) -> TrainResult:
     """Train ``impl`` with resolved ``params`` on ``train`` (noisy labels) and return test codes + history.
+
+    ``database``: the retrieval set of protocols whose queries (``test``) are searched in a separate split;
+    it is encoded with the same best-validation weights (``TrainResult.database_codes``).
 
     ``noisy_flags`` marks the training rows whose label differs from the truth (logging only).
     With ``checkpoint_path`` and ``checkpoint_every > 0`` the complete training state (model, optimiser,
@@ -285,6 +310,12 @@ def train_model(
 
     model.load_state_dict(best[2])
     codes = encode_split(model, test_xs)
+    fused_codes = encode_fused_split(model, test_xs)
+    database_codes = database_fused_codes = None
+    if database is not None:
+        database_xs = [to_dev(x) for x in database.xs]
+        database_codes = encode_split(model, database_xs)
+        database_fused_codes = encode_fused_split(model, database_xs)
     return TrainResult(
         codes=codes,
         history=history,
@@ -294,6 +325,9 @@ def train_model(
         seconds=time.perf_counter() - start_time,
         device=str(dev) if dev.type == "cpu" else f"cuda:{torch.cuda.get_device_name(dev)}",
         extra={"amp": use_amp, "deterministic": bool(deterministic)},
+        database_codes=database_codes,
+        fused_codes=fused_codes,
+        database_fused_codes=database_fused_codes,
     )
 
 

@@ -71,6 +71,12 @@ class Method(nn.Module):
         """Continuous codes (before ``sign``) of each modality's inputs."""
         raise NotImplementedError
 
+    def encode_fused(self, xs: list[torch.Tensor]) -> torch.Tensor | None:
+        """Continuous fused code (before ``sign``), one row per (modality 0, modality 1) pair, for methods
+        that are multi-modal (fusion) hashing methods in their paper; ``None`` (the default): it has none.
+        The training loop stores fused codes beside the per-modality ones; they never enter model selection."""
+        return None
+
     def training_step(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> StepOutput:
         """Loss of one mini-batch at ``epoch`` (0-based). A loss without gradient (closed-form methods that
         fit in the hooks below) is only logged; the loop then takes no optimiser step."""
@@ -136,13 +142,14 @@ _VALID_RANGE: dict[str, tuple[Any, str]] = {
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:
+    # ValueError, not TypeError, for a wrong type too: cmhash.config turns ValueErrors into config errors
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
+            raise ValueError(f"{where}: expected true/false, got {value!r}")  # noqa: TRY004
         return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
+            raise ValueError(f"{where}: expected an integer, got {value!r}")  # noqa: TRY004
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -150,7 +157,7 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
+            raise ValueError(f"{where}: expected a string, got {value!r}")  # noqa: TRY004
         return value
     if isinstance(default, list):
         if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):

@@ -1,8 +1,14 @@
 r"""NSRMH: Noise-aware Semantic Robust Multi-modal Hashing (public code vindahi/NSRMH), one code per modality.
 
 NSRMH is a multi-modal (fused) hashing method; for our cross-modal tables each modality gets its own code
-``H^m = tanh(FC(MLP^m(x^m)))`` (MLP layers: Linear -> Tanh -> BatchNorm -> Dropout, as the code) instead of
+``H^m = tanh(FC^m(MLP^m(x^m)))`` (MLP layers: Linear -> Tanh -> BatchNorm -> Dropout, as the code) instead of
 one fused code. Learnable prototypes ``mu in R^{C x K}`` (standard-normal init).
+
+The paper's fused code is kept beside them (:meth:`NSRMH.encode_fused`, evaluated by the ``FUSED`` task
+when ``evaluation.fused_topk`` is set): ``H^f = tanh(FC^f(MLP^1(x^1) + MLP^2(x^2)))``, the element-wise sum
+of the two branches' last hidden layers through its own head, as the code's ``FusionNwt``. It is trained by
+the same three losses on ``H^f`` with the same labels, added with weight ``fused_weight``;
+``fused_weight: 0`` builds no fusion head (no fused code) and trains exactly as the cross-modal method alone.
 
 Per epoch (from ``warmup_epochs`` on), sample reliability and soft pseudo-labels:
 
@@ -24,6 +30,7 @@ Losses on the batch (HEAD ``main.py``), with labels ``ytilde`` (``y`` during war
              l_ic = -log( e^{z_ic} / (e^{z_ic} + sum_{c' != c} (1 - y_ic') e^{z_ic'}) ),  z_ic = H_i.mu_c / K
     L_sign = mean_m mean (H^m - sign(H^m))^2
     L = sim_weight L_sim + cen_weight L_cen + sign_weight L_sign        (1, 1, 0.01)
+    L_fused = the same L with H^f as the only code;   total = L + fused_weight L_fused   (fused_weight 1)
 
 Hand check (:func:`prototype_loss`, 1-bit codes ``K = 1``, prototypes ``mu = [[1], [-1]]``, ``H = [[1], [-1], [1]]``,
 one-hot labels ``[c0, c1, c1]``): ``z = [[1,-1], [-1,1], [1,-1]]``; samples 1 and 2 give ``-log(e/(e + 1/e))``,
@@ -37,13 +44,16 @@ temperature and the ``prototype`` score are guesses from the README ("dynamic di
 "probabilistic model generates soft pseudo-labels"); the ``1e-5`` terms of the code's ``L_cen`` are dropped;
 soft labels weight the positive classes and soften the negative mask; BatchNorm statistics are updated in
 training (the code freezes them by accident); selection by validation MAP@all as every method here (the
-code reports the best test MAP@50). Defaults from the code: lr 1e-5, weight decay 1e-5, batch 512, 100 epochs,
-hidden [2048, 128] for both modalities (the code uses [1024, 128] for text), dropout 0.01.
+code reports the best test MAP@50). Fused code: training it jointly with the cross-modal codes (shared MLPs
+and prototypes, gradients of ``L_fused`` reach the MLPs), selecting the samples and pseudo-labels from the
+modality codes, and taking the fused code from the epoch of best cross-modal validation MAP are ours; the
+code trains and selects on the fused code alone. Defaults from the code: lr 1e-5, weight decay 1e-5, batch
+512, 100 epochs, hidden [2048, 128] for both modalities (the code uses [1024, 128] for text), dropout 0.01.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -104,7 +114,7 @@ class NSRMH(Method):
     impl = "nsrmh"
     venue = "NSRMH (vindahi/NSRMH)"
     uses_index = True
-    defaults = {
+    defaults: ClassVar[dict[str, Any]] = {
         "hidden": [2048, 128],
         "dropout": 0.01,
         "epochs": 100,
@@ -118,6 +128,7 @@ class NSRMH(Method):
         "score": "prototype",
         "pseudo_temperature": 0.1,
         "gmm_iters": 20,
+        "fused_weight": 1.0,
     }
 
     def __init__(
@@ -127,6 +138,8 @@ class NSRMH(Method):
         p = self.params
         if p["score"] not in ("prototype", "reference"):
             raise ValueError(f"score must be prototype or reference, got {p['score']!r}")
+        if p["fused_weight"] < 0:
+            raise ValueError(f"fused_weight must be >= 0 (0 = no fused code), got {p['fused_weight']!r}")
         self.branches = nn.ModuleList(_Branch(d, p["hidden"], bits, p["dropout"]) for d in in_dims)
         self.prototypes = nn.Parameter(torch.randn(n_classes, bits))
         w = torch.empty(n_classes, bits)
@@ -134,9 +147,35 @@ class NSRMH(Method):
         self.register_buffer("w_fixed", w)
         self.register_buffer("pseudo", torch.zeros(0, n_classes))
         self.register_buffer("reliability", torch.zeros(0))
+        self.fusion: nn.Linear | None = None
+        if p["fused_weight"] > 0:  # built last, so the layers above draw the same initial weights either way
+            widths = [p["hidden"][-1] if p["hidden"] else d for d in in_dims]
+            if widths[0] != widths[1]:
+                raise ValueError(
+                    f"the fused code adds the branches' last hidden layers, which have widths {widths}; give "
+                    "`hidden` at least one layer or set `fused_weight: 0` (no fused code)"
+                )
+            self.fusion = nn.Linear(widths[0], bits)
 
     def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [b(x) for b, x in zip(self.branches, xs)]
+
+    def encode_fused(self, xs: list[torch.Tensor]) -> torch.Tensor | None:
+        if self.fusion is None:
+            return None
+        return self._fuse([b.body(x) for b, x in zip(self.branches, xs)])
+
+    def _fuse(self, hidden: list[torch.Tensor]) -> torch.Tensor:
+        return torch.tanh(self.fusion(hidden[0] + hidden[1]))
+
+    def _losses(self, codes: list[torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``L`` of the module docstring over ``codes`` and its logged terms."""
+        p = self.params
+        l_sim = similarity_loss(codes, y)
+        l_cen = prototype_loss(codes, self.prototypes, y)
+        l_sign = sign_loss(codes)
+        loss = p["sim_weight"] * l_sim + p["cen_weight"] * l_cen + p["sign_weight"] * l_sign
+        return loss, {"sim": l_sim.detach(), "cen": l_cen.detach(), "sign": l_sign.detach()}
 
     def on_train_start(
         self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
@@ -196,13 +235,14 @@ class NSRMH(Method):
         self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int, index: torch.Tensor | None = None
     ) -> StepOutput:
         p = self.params
-        codes = self.encode(xs)
+        hidden = [b.body(x) for b, x in zip(self.branches, xs)]  # once: the fused code shares dropout masks
+        codes = [torch.tanh(b.head(h)) for b, h in zip(self.branches, hidden)]
         use_pseudo = index is not None and epoch >= p["warmup_epochs"] and self.pseudo.shape[0] > 0
         y = self.pseudo[index] if use_pseudo else labels.to(torch.float32)
-        l_sim = similarity_loss(codes, y)
-        l_cen = prototype_loss(codes, self.prototypes, y)
-        l_sign = sign_loss(codes)
-        loss = p["sim_weight"] * l_sim + p["cen_weight"] * l_cen + p["sign_weight"] * l_sign
-        terms = {"sim": l_sim.detach(), "cen": l_cen.detach(), "sign": l_sign.detach()}
+        loss, terms = self._losses(codes, y)
+        if self.fusion is not None:
+            l_fused, _ = self._losses([self._fuse(hidden)], y)
+            loss = loss + p["fused_weight"] * l_fused
+            terms["fused"] = l_fused.detach()
         weights = self.reliability[index] if use_pseudo else None
         return StepOutput(loss=loss, terms=terms, weights=weights)
