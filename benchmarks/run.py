@@ -50,14 +50,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-import torch
-import yaml
-from scipy.spatial.distance import cdist
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from scipy.spatial.distance import cdist  # noqa: E402
 
-from cmhash import metrics
-from cmhash.config import resolve_method, validate_config
-from cmhash.methods import get_method_class
-from cmhash.train import SplitData, resolve_device, train_model
+from cmhash import metrics  # noqa: E402
+from cmhash.config import resolve_method, validate_config  # noqa: E402
+from cmhash.methods import get_method_class  # noqa: E402
+from cmhash.train import SplitData, resolve_device, train_model  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))

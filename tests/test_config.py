@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cmhash.config import ConfigError, experiment_runs, load_config, resolve_method, run_config_hash, validate_config
+from cmhash.config import (
+    ConfigError,
+    experiment_runs,
+    load_config,
+    resolve_method,
+    run_config_hash,
+    validate_config,
+)
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 

@@ -38,9 +38,10 @@ Worked example (used in the tests): query ``[+1,+1]``, database ``[+1,+1]`` (rel
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

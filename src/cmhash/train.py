@@ -346,7 +346,7 @@ def load_checkpoint(path: str | Path | None, key: str) -> dict[str, Any] | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- a truncated file (kill during torch.save) raises many kinds
+    except Exception as exc:
         log.warning("ignoring unreadable checkpoint %s (%s); training from scratch", path, exc)
         return None
     if state.get("key") != key:

@@ -5,11 +5,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
 
-import logging  # noqa: E402
+import logging
 
-from cmhash.data.canonical import read_features  # noqa: E402
-from cmhash.logsetup import setup_logging  # noqa: E402
-from cmhash.noise import import_noisy_labels, make_noisy_labels, write_noisy_labels  # noqa: E402
+from cmhash.data.canonical import read_features
+from cmhash.logsetup import setup_logging
+from cmhash.noise import import_noisy_labels, make_noisy_labels, write_noisy_labels
 
 setup_logging(snakemake.log[0])  # noqa: F821
 wc = snakemake.wildcards  # noqa: F821

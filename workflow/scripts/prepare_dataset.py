@@ -5,9 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
 
-from cmhash.data import prepare_dataset  # noqa: E402
-from cmhash.data.canonical import write_features  # noqa: E402
-from cmhash.logsetup import setup_logging  # noqa: E402
+from cmhash.data import prepare_dataset
+from cmhash.data.canonical import write_features
+from cmhash.logsetup import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821
 features = prepare_dataset(

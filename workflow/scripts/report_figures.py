@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
-from cmhash.figures import report_figures  # noqa: E402
+from cmhash.figures import report_figures
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 log_ = logging.getLogger("cmhash.scripts.report_figures")

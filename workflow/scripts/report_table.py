@@ -11,12 +11,11 @@ snakemake.log     one log file
 import contextlib
 import logging
 import sys
-
 from pathlib import Path
 
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
-from cmhash.tables import report_table  # noqa: E402
+from cmhash.tables import report_table
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 log_ = logging.getLogger("cmhash.scripts.report_table")

@@ -5,10 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # noqa: F821
 
-import torch  # noqa: E402
+import torch
 
-from cmhash.logsetup import setup_logging  # noqa: E402
-from cmhash.runs import train_run  # noqa: E402
+from cmhash.logsetup import setup_logging
+from cmhash.runs import train_run
 
 setup_logging(snakemake.log[0])  # noqa: F821
 torch.set_num_threads(snakemake.threads)  # noqa: F821

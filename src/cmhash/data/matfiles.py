@@ -121,7 +121,7 @@ class ArrayFile:
                 try:
                     for name, shape, cls in scipy.io.whosmat(str(self.path)):
                         shapes[name] = tuple(shape) if cls != "cell" else f"cell{tuple(shape)}"
-                except Exception as exc:  # noqa: BLE001 - SciPy raises several types for non-MAT input
+                except Exception as exc:
                     raise DatasetFileError(
                         f"{self.path}: not a readable MATLAB .mat or HDF5 file ({exc}); expected the "
                         f"{self.layout} file"
@@ -191,7 +191,7 @@ class ArrayFile:
 
                 try:
                     self._mat.update(scipy.io.loadmat(str(self.path), variable_names=[key]))
-                except Exception as exc:  # noqa: BLE001 - SciPy raises several types, none naming the file
+                except Exception as exc:
                     raise DatasetFileError(
                         f"{self.path}: '{key}' cannot be read ({type(exc).__name__}: {exc}); the file is "
                         f"damaged or not the {self.layout} file. Download it again (config/README.md)."

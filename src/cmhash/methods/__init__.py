@@ -1,7 +1,21 @@
 """Method registry: importing this package registers every implementation."""
 
 from . import (  # noqa: F401  (registration side effect)
-    ce_baseline, cirh, cmmq, dgcpn, dhaph, dhrl, dscmh, hcch, hmah, mian, nsrmh, rshnl, seha, ucch, wash,
+    ce_baseline,
+    cirh,
+    cmmq,
+    dgcpn,
+    dhaph,
+    dhrl,
+    dscmh,
+    hcch,
+    hmah,
+    mian,
+    nsrmh,
+    rshnl,
+    seha,
+    ucch,
+    wash,
 )
 from .base import REGISTRY, Method, StepOutput, get_method_class, register, resolve_params
 

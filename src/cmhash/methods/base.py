@@ -145,11 +145,11 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     # ValueError, not TypeError, for a wrong type too: cmhash.config turns ValueErrors into config errors
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")  # noqa: TRY004
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
         return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")  # noqa: TRY004
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -157,7 +157,7 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r}")  # noqa: TRY004
+            raise ValueError(f"{where}: expected a string, got {value!r}")
         return value
     if isinstance(default, list):
         if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):

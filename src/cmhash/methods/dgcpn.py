@@ -22,8 +22,6 @@ backbone.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 

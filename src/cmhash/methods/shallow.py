@@ -90,7 +90,7 @@ class ShallowHashing(Method):
         self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
     ) -> None:
         n = labels.shape[0]
-        n_anchors = getattr(self, "anchors0").shape[0]
+        n_anchors = self.anchors0.shape[0]
         rows = torch.randperm(n)[: min(n_anchors, n)].to(labels.device)
         if rows.numel() < n_anchors:  # tiny training sets: repeat rows
             rows = rows[torch.arange(n_anchors, device=labels.device) % rows.numel()]
