@@ -11,8 +11,6 @@ snakemake.output  pr_png, pr_pdf, map_noise_png, map_noise_pdf, weights_png, wei
 snakemake.log     one log file
 """
 
-import contextlib
-import logging
 import sys
 
 import matplotlib
@@ -24,30 +22,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
 from cmhash.figures import report_figures
+from cmhash.logsetup import logged_job
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
-log_ = logging.getLogger("cmhash.scripts.report_figures")
 
-with open(snakemake.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
-    logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        force=True)
+with logged_job(snakemake.log[0], "report_figures") as log_:
     params = dict(snakemake.params.items())
     outputs = {k: v for k, v in snakemake.output.items()}
     log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(snakemake.input),
-                 sorted(outputs))
-    try:
-        written = report_figures(
-            list(snakemake.input),
-            params["experiment"],
-            outputs,
-            methods=params.get("methods"),
-            settings=params.get("figures") or {},
-            expected_hashes=params.get("config_hashes"),
-        )
-        for path in written:
-            log_.info("wrote %s", path)
-    except Exception:
-        log_.exception("report_figures failed")
-        sys.exit(1)
-    finally:
-        logging.getLogger().handlers.clear()  # the log file closes with this block
+             sorted(outputs))
+    written = report_figures(
+        list(snakemake.input),
+        params["experiment"],
+        outputs,
+        methods=params.get("methods"),
+        settings=params.get("figures") or {},
+        expected_hashes=params.get("config_hashes"),
+    )
+    for path in written:
+        log_.info("wrote %s", path)

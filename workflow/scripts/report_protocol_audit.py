@@ -6,34 +6,24 @@ snakemake.output  csv, md, png, pdf (named; pdf is written next to png)
 snakemake.log     one log file
 """
 
-import contextlib
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
 from cmhash.audit import report_protocol_audit
+from cmhash.logsetup import logged_job
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
-log_ = logging.getLogger("cmhash.scripts.report_protocol_audit")
 
-with open(snakemake.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
-    logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        force=True)
+with logged_job(snakemake.log[0], "report_protocol_audit") as log_:
     params = dict(snakemake.params.items())
-    try:
-        written = report_protocol_audit(
-            list(snakemake.input),
-            params["experiment"],
-            {k: v for k, v in snakemake.output.items()},
-            params["audit"],
-            expected_hashes=params.get("config_hashes"),
-        )
-        for key, path in written.items():
-            log_.info("wrote %s: %s", key, path)
-    except Exception:
-        log_.exception("report_protocol_audit failed")
-        sys.exit(1)
-    finally:
-        logging.getLogger().handlers.clear()  # the log file closes with this block
+    written = report_protocol_audit(
+        list(snakemake.input),
+        params["experiment"],
+        {k: v for k, v in snakemake.output.items()},
+        params["audit"],
+        expected_hashes=params.get("config_hashes"),
+    )
+    for key, path in written.items():
+        log_.info("wrote %s: %s", key, path)

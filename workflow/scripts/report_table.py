@@ -8,41 +8,31 @@ snakemake.output  csv, md, tex, ablation_csv, ablation_md, ablation_tex, paper_c
 snakemake.log     one log file
 """
 
-import contextlib
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
+from cmhash.logsetup import logged_job
 from cmhash.tables import report_table
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
-log_ = logging.getLogger("cmhash.scripts.report_table")
 
-with open(snakemake.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
-    logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        force=True)
+with logged_job(snakemake.log[0], "report_table") as log_:
     params = dict(snakemake.params.items())
     outputs = {k: v for k, v in snakemake.output.items()}
     log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(snakemake.input),
-                 sorted(outputs))
-    try:
-        written = report_table(
-            list(snakemake.input),
-            params["experiment"],
-            outputs,
-            methods=params.get("methods"),
-            ablation_bits=params.get("ablation_bits"),
-            ablation_methods=params.get("ablation_methods"),
-            expected_hashes=params.get("config_hashes"),
-            paper_map=params.get("paper_map"),
-            dataset_names=params.get("dataset_names"),
-        )
-        for key, path in written.items():
-            log_.info("wrote %s: %s", key, path)
-    except Exception:
-        log_.exception("report_table failed")
-        sys.exit(1)
-    finally:
-        logging.getLogger().handlers.clear()  # the log file closes with this block
+             sorted(outputs))
+    written = report_table(
+        list(snakemake.input),
+        params["experiment"],
+        outputs,
+        methods=params.get("methods"),
+        ablation_bits=params.get("ablation_bits"),
+        ablation_methods=params.get("ablation_methods"),
+        expected_hashes=params.get("config_hashes"),
+        paper_map=params.get("paper_map"),
+        dataset_names=params.get("dataset_names"),
+    )
+    for key, path in written.items():
+        log_.info("wrote %s: %s", key, path)
