@@ -68,8 +68,12 @@ class Method(nn.Module):
         return False
 
     def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Continuous codes (before ``sign``) of each modality's inputs."""
-        raise NotImplementedError
+        """Continuous codes (before ``sign``) of each modality's inputs. The default runs one encoder per
+        modality from ``self.encoders`` (an ``nn.ModuleList``), which most methods build; others override."""
+        encoders = getattr(self, "encoders", None)
+        if encoders is None:
+            raise NotImplementedError(f"{type(self).__name__} must set self.encoders or override encode()")
+        return [enc(x) for enc, x in zip(encoders, xs)]
 
     def encode_fused(self, xs: list[torch.Tensor]) -> torch.Tensor | None:
         """Continuous fused code (before ``sign``), one row per (modality 0, modality 1) pair, for methods

@@ -31,9 +31,6 @@ class CrossEntropyBaseline(Method):
         self.encoders = torch.nn.ModuleList(HashEncoder(d, self.params["hidden"], bits) for d in in_dims)
         self.classifier = torch.nn.Linear(bits, n_classes)
 
-    def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [enc(x) for enc, x in zip(self.encoders, xs)]
-
     def training_step(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> StepOutput:
         y = labels.to(torch.float32)
         loss = torch.zeros((), device=y.device)

@@ -60,9 +60,6 @@ class CMMQ(Method):
         self.encoders = torch.nn.ModuleList(HashEncoder(d, self.params["hidden"], bits) for d in in_dims)
         self.classifier = torch.nn.Linear(bits, n_classes)
 
-    def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [enc(x) for enc, x in zip(self.encoders, xs)]
-
     def keep_rate(self, epoch: int) -> float:
         p = self.params
         return 1.0 - p["forget_rate"] * min(1.0, epoch / max(1, p["ramp_epochs"]))

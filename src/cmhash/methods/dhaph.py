@@ -57,9 +57,6 @@ class DHaPH(Method):
         self.encoders = torch.nn.ModuleList(HashEncoder(d, self.params["hidden"], bits) for d in in_dims)
         self.proxies = nn.Parameter(nn.functional.normalize(torch.randn(n_classes, bits), dim=1))
 
-    def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [enc(x) for enc, x in zip(self.encoders, xs)]
-
     def training_step(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> StepOutput:
         p = self.params
         codes = self.encode(xs)

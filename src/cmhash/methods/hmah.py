@@ -44,9 +44,6 @@ class HMAH(Method):
         self.teacher = HashEncoder(sum(in_dims), self.params["hidden"], bits)
         self.classifier = torch.nn.Linear(bits, n_classes)
 
-    def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [enc(x) for enc, x in zip(self.encoders, xs)]
-
     def training_step(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> StepOutput:
         p = self.params
         codes = self.encode(xs)

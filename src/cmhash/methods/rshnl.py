@@ -65,9 +65,6 @@ class RSHNL(Method):
         self.encoders = torch.nn.ModuleList(HashEncoder(d, p["hidden"], bits) for d in in_dims)
         self.centers = CenterGenerator(n_classes, p["center_hidden"], bits)
 
-    def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [enc(x) for enc, x in zip(self.encoders, xs)]
-
     def training_step(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> StepOutput:
         p = self.params
         codes = self.encode(xs)

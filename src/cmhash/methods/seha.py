@@ -98,9 +98,6 @@ class SEHA(Method):
             raise ValueError("seha: reference_compatible needs the clean training labels")
         self.soft_labels = normalise_rows(start).to(labels.device).unsqueeze(0).repeat(2, 1, 1)
 
-    def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [enc(x) for enc, x in zip(self.encoders, xs)]
-
     def _ema_write(self, probs: list[torch.Tensor], index: torch.Tensor) -> None:
         mu = self.params["momentum"]
         for m, q in enumerate(probs):
