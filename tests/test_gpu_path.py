@@ -9,29 +9,19 @@ import logging
 import numpy as np
 import pytest
 import torch
+from toy_data import toy_splits
 
 from cmhash import metrics
 from cmhash import train as train_module
 from cmhash.methods import get_method_class, resolve_params
-from cmhash.train import SplitData, train_model
+from cmhash.train import train_model
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 PARAMS = {"hidden": [64], "center_hidden": [64], "epochs": 10, "batch_size": 40, "lr": 1e-3, "warmup_epochs": 2}
 
 
 def _splits(seed=0, n_classes=4):
-    """Two views of the same latent class structure, with one fixed projection per view for every split."""
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((n_classes, 8)) * 3
-    projections = [rng.standard_normal((8, 20)), rng.standard_normal((8, 14))]
-
-    def split(n):
-        y = rng.integers(0, n_classes, n)
-        z = centers[y] + rng.standard_normal((n, 8))
-        return SplitData([(z @ p).astype(np.float32) for p in projections], np.eye(n_classes, dtype=np.uint8)[y])
-
-    return split(200), split(60), split(80)
-
+    return toy_splits((200, 60, 80), n_classes=n_classes, latent=8, dims=(20, 14), seed=seed)
 
 def _train(device, seed=0, **kwargs):
     tr, va, te = _splits()

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from toy_data import toy_splits
 
 from cmhash.methods import get_method_class, resolve_params
-from cmhash.train import SplitData, train_model
+from cmhash.train import train_model
 
 SMALL = {"hidden": [32], "epochs": 3, "batch_size": 32, "lr": 1e-2}
 # The foundation methods; SEHA, NSRMH and the baselines are covered by tests/test_methods_extra.py.
@@ -70,20 +71,9 @@ def test_rshnl_ablation_flags():
     assert torch.equal(tiny_gamma.weights, torch.zeros(12))  # every pair above gamma is treated as noisy
 
 
-def _toy_splits(seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((3, 6)) * 3
-
-    def split(n):
-        y = rng.integers(0, 3, n)
-        z = centers[y] + rng.standard_normal((n, 6))
-        return SplitData([z @ rng.standard_normal((6, 10)), z @ rng.standard_normal((6, 8))], np.eye(3, dtype=np.uint8)[y])
-
-    return split(90), split(30), split(30)
-
 
 def test_training_is_deterministic_on_cpu_and_seed_matters():
-    tr, va, te = _toy_splits()
+    tr, va, te = toy_splits()
     params = resolve_params("rshnl", {**SMALL, "center_hidden": [32], "warmup_epochs": 1})
     flags = np.zeros(90, bool)
     a = train_model("rshnl", params, 16, tr, va, te, flags, seed=3, device="cpu")
@@ -96,7 +86,7 @@ def test_training_is_deterministic_on_cpu_and_seed_matters():
 
 
 def test_nan_loss_stops_with_run_name():
-    tr, va, te = _toy_splits()
+    tr, va, te = toy_splits()
     tr.xs[0][0, 0] = np.nan
     params = resolve_params("ce_baseline", SMALL)
     with pytest.raises(FloatingPointError, match="myrun.*epoch 1/3"):

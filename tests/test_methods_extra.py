@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from toy_data import toy_splits
 
 from cmhash.methods import get_method_class, resolve_params
 from cmhash.methods.cmmq import small_loss_selection
@@ -265,21 +266,9 @@ def test_seha_validation_pass_writes_training_soft_labels_only_when_reference_co
             torch.testing.assert_close(model.soft_labels[m, 5:], before[m, 5:])
 
 
-def _toy_splits(seed=0, n_classes=3):
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((n_classes, 6)) * 3
-    proj = [rng.standard_normal((6, 10)), rng.standard_normal((6, 8))]
-
-    def split(n):
-        y = rng.integers(0, n_classes, n)
-        z = centers[y] + rng.standard_normal((n, 6))
-        return SplitData([z @ proj[0], z @ proj[1]], np.eye(n_classes, dtype=np.uint8)[y])
-
-    return split(90), split(30), split(30)
-
 
 def test_seha_reference_compatible_needs_clean_labels_in_the_loop():
-    tr, va, te = _toy_splits()
+    tr, va, te = toy_splits()
     params = _params("seha", reference_compatible=True, epochs=1)
     with pytest.raises(ValueError, match="clean training labels"):
         train_model("seha", params, 8, tr, va, te, np.zeros(90, bool), seed=0, device="cpu")
@@ -287,7 +276,7 @@ def test_seha_reference_compatible_needs_clean_labels_in_the_loop():
 
 @pytest.mark.parametrize("impl", UNSUPERVISED)
 def test_unsupervised_codes_do_not_depend_on_labels(impl):
-    tr, va, te = _toy_splits()
+    tr, va, te = toy_splits()
     other = SplitData(tr.xs, np.roll(tr.labels, 7, axis=0))
     params = _params(impl, epochs=2)
     a = train_model(impl, params, 16, tr, va, te, np.zeros(90, bool), seed=1, device="cpu")
@@ -299,7 +288,7 @@ def test_unsupervised_codes_do_not_depend_on_labels(impl):
 
 @pytest.mark.parametrize("impl", SHALLOW + ["nsrmh"])
 def test_methods_train_in_the_shared_loop_far_above_chance(impl):
-    tr, va, te = _toy_splits()
+    tr, va, te = toy_splits()
     params = _params(impl, epochs=4 if impl in SHALLOW else 6)
     res = train_model(impl, params, 16, tr, va, te, np.zeros(90, bool), seed=0, device="cpu")
     assert min(cross_modal_maps(res.codes, te.labels)) > 0.6  # chance is about 1/3

@@ -11,26 +11,15 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from toy_data import toy_splits
 
 from cmhash.methods import resolve_params
 from cmhash.methods import rshnl as rshnl_module
 from cmhash.store import atomic_h5
-from cmhash.train import SplitData, train_model
+from cmhash.train import train_model
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def _splits(seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((3, 6)) * 3
-    p0, p1 = rng.standard_normal((6, 10)), rng.standard_normal((6, 8))
-
-    def split(n):
-        y = rng.integers(0, 3, n)
-        z = centers[y] + rng.standard_normal((n, 6))
-        return SplitData([z @ p0, z @ p1], np.eye(3, dtype=np.uint8)[y])
-
-    return split(90), split(30), split(30)
 
 
 PARAMS = resolve_params("rshnl", {"hidden": [32], "center_hidden": [32], "epochs": 6, "batch_size": 32,
@@ -38,7 +27,7 @@ PARAMS = resolve_params("rshnl", {"hidden": [32], "center_hidden": [32], "epochs
 
 
 def test_resumed_training_is_bit_identical(tmp_path, monkeypatch):
-    tr, va, te = _splits()
+    tr, va, te = toy_splits()
     flags = np.zeros(90, bool)
     ref = train_model("rshnl", PARAMS, 16, tr, va, te, flags, seed=5, device="cpu")
 
@@ -65,7 +54,7 @@ def test_resumed_training_is_bit_identical(tmp_path, monkeypatch):
 
 
 def test_checkpoint_of_another_config_is_ignored(tmp_path, monkeypatch):
-    tr, va, te = _splits()
+    tr, va, te = toy_splits()
     flags = np.zeros(90, bool)
     ckpt = tmp_path / "checkpoint.pt"
     train_model("rshnl", {**PARAMS, "epochs": 4}, 16, tr, va, te, flags, seed=5, device="cpu",
