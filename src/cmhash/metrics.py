@@ -218,6 +218,36 @@ def _check_topk(topk: int | None, n_db: int) -> int:
     return min(int(topk), n_db)
 
 
+def _ranked_stats(
+    ranker: _Ranker, topks: Sequence[int | None], ns: np.ndarray, threads: int | None
+) -> np.ndarray:
+    """One ranking pass, per query: AP for every entry of ``topks`` (``None`` = @all, ``NaN`` without a
+    relevant item; @k gives 0 there) followed by precision@N for every ``N`` in ``ns``. ``n_query x (T + len(ns))``."""
+    ks = [_check_topk(t, ranker.n_db) for t in topks]
+    ranks = np.arange(1, max([*ks, 1]) + 1, dtype=np.float64)  # ranks[p] = p + 1
+    inv_ranks = 1.0 / ranks
+    n_out = len(ks) + len(ns)
+
+    def chunk_stats(rows: slice) -> np.ndarray:
+        positions = ranker.relevant_positions(rows)
+        out = np.empty((len(positions), n_out), dtype=np.float64)
+        for r, pos in enumerate(positions):
+            for j, (topk, k) in enumerate(zip(topks, ks)):
+                n_rel = int(np.searchsorted(pos, k))
+                if n_rel == 0:
+                    out[r, j] = np.nan if topk is None else 0.0
+                else:  # sum over relevant ranks of P@rank = hits / rank, hits = 1..n_rel
+                    # not np.dot: BLAS would start its own threads inside these worker threads (oversubscribed,
+                    # 25x slower on a busy machine) and round differently depending on its thread count
+                    out[r, j] = float(np.add.reduce(ranks[:n_rel] * inv_ranks[pos[:n_rel]])) / n_rel
+            # relevant items among the top N = relevant ranks below N
+            out[r, len(ks):] = np.searchsorted(pos, ns) / ns
+        return out
+
+    stats = _per_chunk(ranker.n_query, ranker.chunk_size(), chunk_stats, threads)
+    return stats.reshape(ranker.n_query, n_out)
+
+
 def average_precisions(
     query_codes: Any,
     db_codes: Any,
@@ -228,24 +258,7 @@ def average_precisions(
 ) -> np.ndarray:
     """Per-query AP (``NaN`` for queries without any relevant item when ``topk`` is None)."""
     ranker = _Ranker(query_codes, db_codes, query_labels, db_labels)
-    k = _check_topk(topk, ranker.n_db)
-    ranks = np.arange(1, max(k, 1) + 1, dtype=np.float64)  # ranks[p] = p + 1
-    inv_ranks = 1.0 / ranks
-
-    def chunk_ap(rows: slice) -> np.ndarray:
-        out = []
-        for pos in ranker.relevant_positions(rows):
-            pos = pos[: np.searchsorted(pos, k)]
-            n_rel = len(pos)
-            if n_rel == 0:
-                out.append(np.nan if topk is None else 0.0)
-            else:  # sum over relevant ranks of P@rank = hits / rank, hits = 1..n_rel
-                # not np.dot: BLAS would start its own threads inside these worker threads (oversubscribed,
-                # 25x slower on a busy machine) and round differently depending on its thread count
-                out.append(float(np.add.reduce(ranks[:n_rel] * inv_ranks[pos])) / n_rel)
-        return np.asarray(out, dtype=np.float64)
-
-    return _per_chunk(ranker.n_query, ranker.chunk_size(), chunk_ap, threads)
+    return _ranked_stats(ranker, [topk], np.zeros(0, dtype=np.int64), threads)[:, 0]
 
 
 def _reduce_map(ap: np.ndarray, empty_queries: str) -> float:
@@ -407,7 +420,10 @@ def precision_recall_by_radius(
     Queries that retrieve nothing at a radius (precision 0/0) or have no relevant item (recall 0/0) are left
     out of that radius's mean; a radius at which no query retrieves anything is NaN (a plot skips it).
     """
-    ranker = _Ranker(query_codes, db_codes, query_labels, db_labels)
+    return _precision_recall(_Ranker(query_codes, db_codes, query_labels, db_labels), threads)
+
+
+def _precision_recall(ranker: _Ranker, threads: int | None) -> tuple[np.ndarray, np.ndarray]:
     n_dist = ranker.n_bits + 1
 
     def chunk_counts(rows: slice) -> np.ndarray:
@@ -437,6 +453,13 @@ def _mean_defined(a: np.ndarray) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def _check_ns(ns: Sequence[int], n_db: int) -> np.ndarray:
+    ns_arr = np.minimum(np.asarray(list(ns), dtype=np.int64), n_db)
+    if np.any(ns_arr <= 0):
+        raise ValueError(f"precision@N needs positive N values, got {list(ns)}")
+    return ns_arr
+
+
 def precision_at_n(
     query_codes: Any,
     db_codes: Any,
@@ -447,16 +470,7 @@ def precision_at_n(
 ) -> np.ndarray:
     """Mean precision within the top ``N`` ranked items for every ``N`` in ``ns`` (N capped at the database size)."""
     ranker = _Ranker(query_codes, db_codes, query_labels, db_labels)
-    ns_arr = np.minimum(np.asarray(list(ns), dtype=np.int64), ranker.n_db)
-    if np.any(ns_arr <= 0):
-        raise ValueError(f"precision@N needs positive N values, got {list(ns)}")
-
-    def chunk_precision(rows: slice) -> np.ndarray:
-        # relevant items among the top N = relevant ranks below N
-        return np.array([np.searchsorted(pos, ns_arr) / ns_arr for pos in ranker.relevant_positions(rows)])
-
-    per_query = _per_chunk(ranker.n_query, ranker.chunk_size(), chunk_precision, threads)
-    return per_query.reshape(ranker.n_query, len(ns_arr)).mean(axis=0)
+    return _ranked_stats(ranker, [], _check_ns(ns, ranker.n_db), threads).mean(axis=0)
 
 
 @dataclass
@@ -480,14 +494,19 @@ def evaluate_retrieval(
     pn: Sequence[int] = (),
     empty_queries: str = "skip",
 ) -> RetrievalResult:
-    """Compute MAP@all, MAP@k for each ``topk``, PR by radius and P@N for each ``pn`` in one call."""
-    args = (query_codes, db_codes, query_labels, db_labels)
-    precision, recall = precision_recall_by_radius(*args)
+    """Compute MAP@all, MAP@k for each ``topk``, PR by radius and P@N for each ``pn`` in one call: the codes are
+    packed and the database ranked once for all of them (same values as the separate functions)."""
+    _check_mode(empty_queries, "numpy")
+    ranker = _Ranker(query_codes, db_codes, query_labels, db_labels)
+    ks = [int(k) for k in topk]
+    ns = _check_ns(pn, ranker.n_db)
+    stats = _ranked_stats(ranker, [None, *ks], ns, threads=None)
+    precision, recall = _precision_recall(ranker, threads=None)
     return RetrievalResult(
-        map=mean_average_precision(*args, empty_queries=empty_queries),
-        map_at_k={int(k): mean_average_precision(*args, topk=int(k)) for k in topk},
+        map=_reduce_map(stats[:, 0], empty_queries),
+        map_at_k={k: _reduce_map(stats[:, 1 + i], "skip") for i, k in enumerate(ks)},
         pr_precision=precision,
         pr_recall=recall,
-        p_at_n=precision_at_n(*args, ns=pn) if len(pn) else np.zeros(0),
-        p_at_n_n=np.minimum(np.asarray(list(pn), dtype=np.int64), len(db_codes)),
+        p_at_n=stats[:, 1 + len(ks) :].mean(axis=0) if len(ns) else np.zeros(0),
+        p_at_n_n=ns,
     )
