@@ -1,6 +1,6 @@
 """Benchmarks of issue 4: each case times our code and a baseline in the same run and prints the ratio.
 
-    python benchmarks/run.py                      # map_nuswide, map_nuswide_torch, train_xmedia, workflow_dry_run
+    python benchmarks/run.py                      # every case but default_wall
     python benchmarks/run.py --quick              # smaller sizes / fewer epochs, same code paths
     python benchmarks/run.py --only map_nuswide   # one case (repeatable); default_wall runs only when named
 
@@ -15,6 +15,8 @@ Cases (benchmarks/README.md says what each one measures and why the baseline is 
 * ``train_xmedia``: RSHNL at XMedia shape with the paper's network size, epochs per second of
   ``cmhash.train.train_model`` vs a reference-style loop (DataLoader over CPU arrays, per-batch transfers,
   per-epoch evaluation with the baseline evaluator) on the same device.
+* ``train_stacked``: the 4 noise rates of RSHNL trained as one stacked network (``cmhash.stacked``) vs the same
+  4 runs one after another, at the shipped dataset's shape and at XMedia shape.
 * ``workflow_dry_run``: ``snakemake -n`` of a >= 2,000-job grid vs the ``tiny`` experiment.
 * ``default_wall``: ``snakemake --cores all default`` in a temporary directory (long; only with --only).
 
@@ -27,6 +29,7 @@ import argparse
 import copy
 import csv
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -321,6 +324,90 @@ def case_train_xmedia(args: argparse.Namespace, state: dict) -> list[dict]:
     return rows
 
 
+def _noisy_copies(labels: np.ndarray, rates: list[float], rng: np.random.Generator) -> list[np.ndarray]:
+    """Symmetric label noise at each rate (benchmark data only; the workflow uses cmhash.noise)."""
+    y = labels.argmax(1)
+    classes = np.unique(y)
+    out = []
+    for rate in rates:
+        flip = rng.random(len(y)) < rate
+        out.append(np.eye(labels.shape[1], dtype=np.float32)[np.where(flip, rng.choice(classes, len(y)), y)])
+    return out
+
+
+def case_train_stacked(args: argparse.Namespace, state: dict) -> list[dict]:
+    """The 4 noise rates of RSHNL trained as one stacked network vs the same 4 runs one after another."""
+    from cmhash.stacked import train_models_stacked
+
+    dev = resolve_device("auto")
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({cpu_model()}, {torch.get_num_threads()} torch threads)"
+    with open(REPO / "config" / "config.yaml") as fh:
+        cfg = validate_config(yaml.safe_load(fh), "config/config.yaml")
+    rates = [0.2, 0.4, 0.6, 0.8]
+    rng = np.random.default_rng(0)
+    shapes = {  # (config dataset whose RSHNL params are used, bits, data)
+        "synthetic": ("synthetic", 64, _shaped_splits(rng, (360, 60, 180), (32, 24), 5)),  # overhead-bound
+        "mfeat": ("mfeat", 64, _shaped_splits(rng, (1000, 200, 800), (240, 76), 10)),  # the shipped data's shape
+        "xmedia": ("xmedia", 128, xmedia_shaped_splits(rng)),  # the paper's network: compute-bound
+    }
+    rows = []
+    for shape, (dataset, bits, (train, val, test)) in shapes.items():
+        impl, params = resolve_method(cfg, "RSHNL", dataset)
+        if dev.type == "cuda":
+            epochs = 3 if args.quick else (5 if shape == "xmedia" else 20)
+        else:
+            epochs = 1 if args.quick or shape == "xmedia" else (20 if shape == "synthetic" else 5)
+        params = {**params, "epochs": epochs}
+        labels = _noisy_copies(train.labels, rates, rng)
+        flags = [np.zeros(len(train.labels), dtype=bool)] * len(rates)
+        say(f"  {shape} shape: {len(train.labels)} train, inputs {[x.shape[1] for x in train.xs]}, hidden "
+            f"{params['hidden']}, batch {params['batch_size']}, {bits} bits, {epochs} epochs, {len(rates)} noise rates")
+
+        # one-time costs (vmap's first trace, CUDA context and kernels) outside both timings: one epoch on
+        # two batches' worth of rows
+        n_warm = 2 * int(params["batch_size"])
+        warm = {**params, "epochs": 1}
+        train_models_stacked(impl, warm, bits, [x[:n_warm] for x in train.xs], [y[:n_warm] for y in labels], val,
+                             test, [f[:n_warm] for f in flags], seed=0, device=str(dev))
+        train_model(impl, warm, bits, SplitData([x[:n_warm] for x in train.xs], labels[0][:n_warm]), val, test,
+                    flags[0][:n_warm], seed=0, device=str(dev))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        ours_s, ours_res = timed(functools.partial(
+            train_models_stacked, impl, params, bits, train.xs, labels, val, test, flags, seed=0, device=str(dev)))
+        ref_s, ref_res = timed(functools.partial(
+            _one_by_one, impl, params, bits, train.xs, labels, val, test, flags, str(dev)))
+        agree = float(np.mean([np.mean(a.codes[0] == b.codes[0]) for a, b in zip(ours_res, ref_res)]))
+        say(f"    ours      stacked (vmap, one process): {ours_s:8.2f} s")
+        say(f"    baseline  4 runs one after another:     {ref_s:8.2f} s   ratio {ref_s / ours_s:.2f}x; "
+            f"image codes equal in {agree:.1%} of bits")
+        rows.append(row(f"train_stacked_{shape}", ours_s, ref_s, "> 1x where it pays",
+                        f"4 RSHNL noise rates, {epochs} epochs, {shape} shape on {device_name}",
+                        epochs=epochs, device=device_name, code_agreement=agree))
+    if dev.type != "cuda":
+        say("  GPU: not measured: no GPU lent")
+    return rows
+
+
+def _one_by_one(impl, params, bits, xs, labels, val, test, flags, device) -> list:
+    """The baseline of train_stacked: the same runs, one train_model call each."""
+    return [train_model(impl, params, bits, SplitData(xs, y), val, test, f, seed=0, device=device)
+            for y, f in zip(labels, flags)]
+
+
+def _shaped_splits(rng: np.random.Generator, sizes: tuple[int, int, int], dims: tuple[int, int],
+                   n_classes: int) -> tuple[SplitData, SplitData, SplitData]:
+    """Train / validation / test splits of Gaussian classes with the given sizes, input widths and classes."""
+    means = [rng.normal(0.0, 1.0, (n_classes, d)).astype(np.float32) for d in dims]
+
+    def split(n: int) -> SplitData:
+        y = rng.integers(0, n_classes, n)
+        xs = [m[y] + rng.normal(0.0, 2.0, (n, m.shape[1])).astype(np.float32) for m in means]
+        return SplitData(xs, np.eye(n_classes, dtype=np.float32)[y])
+
+    return split(sizes[0]), split(sizes[1]), split(sizes[2])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # c. workflow overhead, d. default experiment wall time
 
@@ -375,6 +462,7 @@ CASES: dict[str, Callable[[argparse.Namespace, dict], list[dict]]] = {
     "map_nuswide": case_map_nuswide,
     "map_nuswide_torch": case_map_nuswide_torch,
     "train_xmedia": case_train_xmedia,
+    "train_stacked": case_train_stacked,
     "workflow_dry_run": case_workflow_dry_run,
     "default_wall": case_default_wall,
 }

@@ -10,8 +10,10 @@ from snakemake.exceptions import WorkflowError
 from cmhash.config import (
     ConfigError,
     experiment_runs,
+    noise_stacks,
     resolve_method,
     run_config_hash,
+    stack_name,
     validate_config,
 )
 
@@ -49,12 +51,41 @@ def experiment_metrics(experiment):
     return [run_file(run, "metrics.h5") for run in experiment_runs(config, experiment)]
 
 
+def run_stack(dataset, method, bits, seed, **_):
+    """The noise rates a run is trained together with (stack_noise_rates), or None."""
+    return NOISE_STACKS.get((dataset, method, int(bits), int(seed)))
+
+
 def experiment_config_hashes(experiment):
     """Metrics path -> config hash under the current config; the report refuses files that differ."""
     return {
-        run_file(run, "metrics.h5"): run_config_hash(config, **run)
+        run_file(run, "metrics.h5"): run_config_hash(config, **run, stack=run_stack(**run))
         for run in experiment_runs(config, experiment)
     }
+
+
+# stack_noise_rates: (dataset, method, bits, seed) -> noise rates trained as one stacked network (rules/train.smk)
+NOISE_STACKS = noise_stacks(config)
+STACK_DIR = "results/stacks/{dataset}/{noise_kind}/{method}/{bits}/seed{seed}/noise{noises}"
+
+
+def stack_noise_files(wildcards):
+    """Noisy-label files of every member of a noise stack, in the stack's order."""
+    return [
+        f"results/noise/{wildcards.dataset}/{wildcards.noise_kind}/{noise}/seed{wildcards.seed}.h5"
+        for noise in wildcards.noises.split("_")
+    ]
+
+
+def stack_of_run(wildcards):
+    """The stack directory whose training produced this run's train.h5."""
+    stack = run_stack(wildcards.dataset, wildcards.method, wildcards.bits, wildcards.seed)
+    if stack is None:
+        raise WorkflowError(
+            f"{wildcards.method}/{wildcards.dataset}/noise{wildcards.noise}/{wildcards.bits} bits/seed "
+            f"{wildcards.seed} is in no noise stack; is the run in an experiment of the config?"
+        )
+    return STACK_DIR.format(noises=stack_name(stack), **dict(wildcards.items()))
 
 
 TABLE_SUFFIXES = ["csv", "md", "tex"]

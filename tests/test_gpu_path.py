@@ -134,3 +134,25 @@ def test_cuda_amp_runs_the_steps_under_bf16_autocast(monkeypatch):
     assert result.extra["amp"] is True
     assert all(np.isfinite(result.history["loss"]))
     assert _test_map(result, test) > 0.7
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_stacked_runs_match_their_cpu_stack():
+    """cmhash.stacked on the GPU: every member learns what the same stack learns on the CPU (to rounding)."""
+    from cmhash.stacked import train_models_stacked
+
+    tr, va, te = _splits()
+    rng = np.random.default_rng(0)
+    labels = [tr.labels]
+    for rate in (0.4, 0.8):
+        y = tr.labels.argmax(1)
+        y = np.where(rng.random(len(y)) < rate, rng.integers(0, tr.labels.shape[1], len(y)), y)
+        labels.append(np.eye(tr.labels.shape[1], dtype=np.uint8)[y])
+    params = resolve_params("rshnl", PARAMS)
+    flags = [np.zeros(200, bool)] * 3
+    on_gpu = train_models_stacked("rshnl", params, 16, tr.xs, labels, va, te, flags, seed=0, device="cuda")
+    on_cpu = train_models_stacked("rshnl", params, 16, tr.xs, labels, va, te, flags, seed=0, device="cpu")
+    for g, c in zip(on_gpu, on_cpu):
+        assert g.device.startswith("cuda:")
+        assert abs(_test_map(g, te) - _test_map(c, te)) < 0.05

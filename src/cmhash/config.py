@@ -224,8 +224,12 @@ def method_label(cfg: dict[str, Any], name: str) -> str:
     return cfg["methods"][name].get("label", name)
 
 
-def run_spec(cfg: dict[str, Any], dataset: str, method: str, noise: str, bits: int, seed: int) -> dict[str, Any]:
-    """Everything that determines one training run; its hash ties a result file to the config."""
+def run_spec(
+    cfg: dict[str, Any], dataset: str, method: str, noise: str, bits: int, seed: int,
+    stack: list[str] | None = None,
+) -> dict[str, Any]:
+    """Everything that determines one training run; its hash ties a result file to the config. ``stack``:
+    the noise rates the run is trained together with (:func:`noise_stacks`), ``None`` when trained alone."""
     impl, params = resolve_method(cfg, method, dataset)
     spec = {
         "schema_version": SCHEMA_VERSION,
@@ -242,11 +246,53 @@ def run_spec(cfg: dict[str, Any], dataset: str, method: str, noise: str, bits: i
     # only when set, so that the hashes of runs on generated noise stay as they were
     if dataset in cfg["noise"].get("files", {}):
         spec["noise_file"] = cfg["noise"]["files"][dataset]
+    if stack is not None:  # stacked training rounds differently: a stacked result is not a separate run's
+        spec["noise_stack"] = list(stack)
     return spec
 
 
-def run_config_hash(cfg: dict[str, Any], dataset: str, method: str, noise: str, bits: int, seed: int) -> str:
-    return config_hash(run_spec(cfg, dataset, method, noise, bits, seed))
+_AUTO: Any = object()
+
+
+def run_config_hash(
+    cfg: dict[str, Any], dataset: str, method: str, noise: str, bits: int, seed: int, stack: Any = _AUTO
+) -> str:
+    """Hash of :func:`run_spec`. ``stack``: the run's noise stack when the caller has :func:`noise_stacks`
+    at hand (looking it up here walks every experiment of the config)."""
+    if stack is _AUTO:
+        stack = run_noise_stack(cfg, dataset, method, bits, seed)
+    return config_hash(run_spec(cfg, dataset, method, noise, bits, seed, stack))
+
+
+def noise_stacks(cfg: dict[str, Any]) -> dict[tuple[str, str, int, int], list[str]]:
+    """With ``stack_noise_rates: true``: ``(dataset, method, bits, seed)`` -> the noise rates (sorted, one
+    spelling) whose runs are trained together as one stacked network, over every experiment of the config;
+    only methods whose implementation can be stacked (:func:`cmhash.stacked.stacking_problem`). Else ``{}``."""
+    if not cfg.get("stack_noise_rates", False):
+        return {}
+    from .stacked import stacking_problem
+
+    stackable: dict[str, bool] = {}
+    stacks: dict[tuple[str, str, int, int], set[float]] = {}
+    for experiment in cfg["experiments"]:
+        for run in experiment_runs(cfg, experiment):
+            method = run["method"]
+            if method not in stackable:
+                stackable[method] = stacking_problem(resolve_method(cfg, method, None)[0]) is None
+            if stackable[method]:
+                key = (run["dataset"], method, run["bits"], run["seed"])
+                stacks.setdefault(key, set()).add(float(run["noise"]))
+    return {key: [rate_str(r) for r in sorted(rates)] for key, rates in stacks.items()}
+
+
+def run_noise_stack(cfg: dict[str, Any], dataset: str, method: str, bits: int, seed: int) -> list[str] | None:
+    """The noise rates trained together with this run (:func:`noise_stacks`), or ``None``: trained alone."""
+    return noise_stacks(cfg).get((dataset, method, int(bits), int(seed)))
+
+
+def stack_name(noises: list[str]) -> str:
+    """The path component of a noise stack: ``['0.2', '0.4'] -> '0.2_0.4'``."""
+    return "_".join(noises)
 
 
 def experiment_runs(cfg: dict[str, Any], experiment: str) -> Iterator[dict[str, Any]]:

@@ -38,6 +38,8 @@ from .methods import Method, get_method_class
 log = logging.getLogger(__name__)
 
 WEIGHT_BINS = np.linspace(0.0, 1.0, 51)
+#: Layout version of training checkpoints; a checkpoint of another layout is ignored (training starts over).
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
@@ -216,10 +218,8 @@ def train_model(
     perm_gen = torch.Generator().manual_seed(seed)
     tasks = task_names(modalities)
 
-    history: dict[str, list[float]] = {}
-    hist_clean: list[np.ndarray] = []
-    hist_noisy: list[np.ndarray] = []
-    best: tuple[float, int, Any] = (-math.inf, -1, None)
+    record = RunRecord(run_name, tasks, noisy_flags)
+    best_model: Any = None
     interactive = sys.stderr.isatty()
     start_time = time.perf_counter()
     epochs = int(params["epochs"])
@@ -230,10 +230,8 @@ def train_model(
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
         perm_gen.set_state(state["perm_gen"])
-        history = state["history"]
-        hist_clean = [h.numpy() for h in state["hist_clean"]]
-        hist_noisy = [h.numpy() for h in state["hist_noisy"]]
-        best = (state["best_value"], state["best_epoch"], state["best_model"])
+        record.load_state(state["record"])
+        best_model = state["best_model"]
         first_epoch = state["epoch"] + 1
         log.info("%s: resuming from %s after epoch %d", run_name, checkpoint_path, first_epoch)
     for epoch in range(first_epoch, epochs):
@@ -244,10 +242,7 @@ def train_model(
         sums: dict[str, Any] = {"loss": torch.zeros((), dtype=torch.float64, device=dev)}
         weights = torch.full((n_train,), float("nan"), device=dev)
         n_batches = 0
-        for start in range(0, n_train, batch_size):
-            idx = order[start : start + batch_size]
-            if idx.numel() < 2 and n_batches > 0:
-                continue  # a 1-sample tail batch carries no contrastive signal
+        for idx in batch_indices(order, batch_size):
             extra = {"index": idx} if model.uses_index else {}
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = model.training_step([x[idx] for x in xs], ys[idx], epoch, **extra)
@@ -255,80 +250,149 @@ def train_model(
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 optimizer.step()
-            sums["loss"] += out.loss.detach().to(torch.float64)
-            for key, value in out.terms.items():
-                if isinstance(value, torch.Tensor):
-                    value = value.detach().to(torch.float64)
-                sums[f"loss_{key}"] = sums.get(f"loss_{key}", 0.0) + value
+            _accumulate(sums, out.loss, out.terms)
             if out.weights is not None:
                 weights[idx] = out.weights.detach().to(weights.dtype)
             n_batches += 1
 
         row = {key: float(value) / n_batches for key, value in sums.items()}
-        if not math.isfinite(row["loss"]):  # checked once per epoch: a per-batch check would sync the GPU
-            raise FloatingPointError(
-                f"{run_name}: the loss became {row['loss']} in epoch {epoch + 1}/{epochs}; "
-                "lower the learning rate or check the input features for extreme values"
-            )
+        record.check_finite(row, epoch, epochs)
         val_maps = cross_modal_maps(sign_codes(model, val_xs), val_labels, backend=eval_backend)
         with torch.no_grad():
             model.on_validation(val_xs, epoch)
-        for task, value in zip(tasks, val_maps):
-            row[f"val_map_{task}"] = value
-        row["val_map_mean"] = float(np.mean(val_maps))
-        w = weights.cpu().numpy()
-        row.update(_weight_stats(w, noisy_flags))
-        clean_counts, noisy_counts = _weight_histograms(w, noisy_flags)
-        hist_clean.append(clean_counts)
-        hist_noisy.append(noisy_counts)
-        row["epoch"] = epoch
-        for key, value in row.items():
-            history.setdefault(key, [math.nan] * epoch).append(float(value))
-        for key in history:
-            if len(history[key]) < epoch + 1:
-                history[key].append(math.nan)
-
-        if row["val_map_mean"] > best[0]:
-            best = (row["val_map_mean"], epoch, copy.deepcopy(model.state_dict()))
-        message = (
-            f"{run_name} epoch {epoch + 1}/{epochs} loss {row['loss']:.4f} "
-            + " ".join(f"val {t} {v:.4f}" for t, v in zip(tasks, val_maps))
-            + ("" if math.isnan(row["w_mean"]) else f" w_clean {row['w_clean_mean']:.3f} w_noisy {row['w_noisy_mean']:.3f}")
-        )
-        log.info(message)
+        improved, message = record.end_epoch(epoch, epochs, row, val_maps, weights.cpu().numpy())
+        if improved:
+            best_model = copy.deepcopy(model.state_dict())
         if interactive:
             print(f"\r{message}", end="" if epoch + 1 < epochs else "\n", file=sys.stderr, flush=True)
         if checkpoint_path and checkpoint_every > 0 and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < epochs:
             save_checkpoint(checkpoint_path, {
                 "key": checkpoint_key, "epoch": epoch, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                "perm_gen": perm_gen.get_state(), "history": history,
-                "hist_clean": [torch.from_numpy(h) for h in hist_clean],
-                "hist_noisy": [torch.from_numpy(h) for h in hist_noisy],
-                "best_value": best[0], "best_epoch": best[1], "best_model": best[2],
+                "perm_gen": perm_gen.get_state(), "record": record.state(), "best_model": best_model,
             })
 
-    model.load_state_dict(best[2])
+    model.load_state_dict(best_model)
+    return _final_result(model, record, test_xs, database, dev, start_time, use_amp, deterministic)
+
+
+def _final_result(
+    model: Method, record: RunRecord, test_xs: list[torch.Tensor], database: SplitData | None, dev: torch.device,
+    start_time: float, use_amp: bool, deterministic: bool, extra: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Encode the test (and database) split with ``model`` (already holding the best weights)."""
     codes = encode_split(model, test_xs)
     fused_codes = encode_fused_split(model, test_xs)
     database_codes = database_fused_codes = None
     if database is not None:
-        database_xs = [to_dev(x) for x in database.xs]
+        database_xs = [torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=dev) for x in database.xs]
         database_codes = encode_split(model, database_xs)
         database_fused_codes = encode_fused_split(model, database_xs)
     return TrainResult(
         codes=codes,
-        history=history,
-        weight_hist_clean=np.asarray(hist_clean, dtype=np.float64),
-        weight_hist_noisy=np.asarray(hist_noisy, dtype=np.float64),
-        best_epoch=best[1],
+        history=record.history,
+        weight_hist_clean=np.asarray(record.hist_clean, dtype=np.float64),
+        weight_hist_noisy=np.asarray(record.hist_noisy, dtype=np.float64),
+        best_epoch=record.best_epoch,
         seconds=time.perf_counter() - start_time,
-        device=str(dev) if dev.type == "cpu" else f"cuda:{torch.cuda.get_device_name(dev)}",
-        extra={"amp": use_amp, "deterministic": bool(deterministic)},
+        device=device_name(dev),
+        extra={"amp": use_amp, "deterministic": bool(deterministic), **(extra or {})},
         database_codes=database_codes,
         fused_codes=fused_codes,
         database_fused_codes=database_fused_codes,
     )
+
+
+def device_name(dev: torch.device) -> str:
+    """``cpu`` or ``cuda:<GPU name>`` (recorded in every train.h5)."""
+    return str(dev) if dev.type == "cpu" else f"cuda:{torch.cuda.get_device_name(dev)}"
+
+
+def batch_indices(order: torch.Tensor, batch_size: int):
+    """Mini-batches of row numbers in ``order``; a 1-sample tail batch is dropped (it carries no contrastive
+    signal), unless it is the only batch."""
+    n = order.numel()
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        if idx.numel() < 2 and start > 0:
+            continue
+        yield idx
+
+
+def _accumulate(sums: dict[str, Any], loss: torch.Tensor, terms: dict[str, Any]) -> None:
+    """Add one batch's loss and loss terms to the epoch sums (device tensors: no host sync)."""
+    sums["loss"] += loss.detach().to(torch.float64)
+    for key, value in terms.items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach().to(torch.float64)
+        sums[f"loss_{key}"] = sums.get(f"loss_{key}", 0.0) + value
+
+
+class RunRecord:
+    """What the loop keeps about one run between epochs: the history rows, the weight histograms split by the
+    noise flag, and the best validation epoch. One per run; the stacked loop keeps one per member."""
+
+    def __init__(self, run_name: str, tasks: list[str], noisy_flags: np.ndarray):
+        self.run_name = run_name
+        self.tasks = list(tasks)
+        self.noisy_flags = np.asarray(noisy_flags, dtype=bool)
+        self.history: dict[str, list[float]] = {}
+        self.hist_clean: list[np.ndarray] = []
+        self.hist_noisy: list[np.ndarray] = []
+        self.best_value = -math.inf
+        self.best_epoch = -1
+
+    def check_finite(self, row: dict[str, float], epoch: int, epochs: int) -> None:
+        """Stop with the run and epoch named when the epoch's mean loss is not finite (checked once per epoch:
+        a per-batch check would sync the GPU)."""
+        if not math.isfinite(row["loss"]):
+            raise FloatingPointError(
+                f"{self.run_name}: the loss became {row['loss']} in epoch {epoch + 1}/{epochs}; "
+                "lower the learning rate or check the input features for extreme values"
+            )
+
+    def end_epoch(
+        self, epoch: int, epochs: int, row: dict[str, float], val_maps: list[float], weights: np.ndarray
+    ) -> tuple[bool, str]:
+        """Append the epoch's row (mean losses, validation MAPs, weight statistics) to the history and log it.
+        Returns (whether the mean validation MAP is the best so far, the progress line)."""
+        for task, value in zip(self.tasks, val_maps):
+            row[f"val_map_{task}"] = value
+        row["val_map_mean"] = float(np.mean(val_maps))
+        row.update(_weight_stats(weights, self.noisy_flags))
+        clean_counts, noisy_counts = _weight_histograms(weights, self.noisy_flags)
+        self.hist_clean.append(clean_counts)
+        self.hist_noisy.append(noisy_counts)
+        row["epoch"] = epoch
+        for key, value in row.items():
+            self.history.setdefault(key, [math.nan] * epoch).append(float(value))
+        for key in self.history:
+            if len(self.history[key]) < epoch + 1:
+                self.history[key].append(math.nan)
+        improved = row["val_map_mean"] > self.best_value
+        if improved:
+            self.best_value, self.best_epoch = row["val_map_mean"], epoch
+        message = (
+            f"{self.run_name} epoch {epoch + 1}/{epochs} loss {row['loss']:.4f} "
+            + " ".join(f"val {t} {v:.4f}" for t, v in zip(self.tasks, val_maps))
+            + ("" if math.isnan(row["w_mean"]) else f" w_clean {row['w_clean_mean']:.3f} w_noisy {row['w_noisy_mean']:.3f}")
+        )
+        log.info(message)
+        return improved, message
+
+    def state(self) -> dict[str, Any]:
+        """Checkpointable state (tensors and plain values only: checkpoints load with ``weights_only``)."""
+        return {
+            "history": self.history, "best_value": self.best_value, "best_epoch": self.best_epoch,
+            "hist_clean": [torch.from_numpy(h) for h in self.hist_clean],
+            "hist_noisy": [torch.from_numpy(h) for h in self.hist_noisy],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.history = state["history"]
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.hist_clean = [h.numpy() for h in state["hist_clean"]]
+        self.hist_noisy = [h.numpy() for h in state["hist_noisy"]]
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -336,7 +400,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    torch.save({**state, "format": CHECKPOINT_FORMAT}, tmp)
     os.replace(tmp, path)
 
 
@@ -348,6 +412,9 @@ def load_checkpoint(path: str | Path | None, key: str) -> dict[str, Any] | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         log.warning("ignoring unreadable checkpoint %s (%s); training from scratch", path, exc)
+        return None
+    if state.get("format") != CHECKPOINT_FORMAT:
+        log.warning("ignoring checkpoint %s: written by another version of the training loop", path)
         return None
     if state.get("key") != key:
         log.warning("ignoring checkpoint %s: it belongs to another configuration", path)

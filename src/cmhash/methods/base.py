@@ -61,6 +61,11 @@ class Method(nn.Module):
     #: for methods that keep per-sample state (SEHA's soft labels, NSRMH's pseudo-labels).
     uses_index: ClassVar[bool] = False
 
+    #: ``True``: :meth:`training_step` is a pure function of (parameters, batch, labels, epoch), so runs that
+    #: differ only in their noisy labels can be trained as one stacked network (:mod:`cmhash.stacked`).
+    #: Only for methods without per-sample state, training hooks or randomness inside the step.
+    stackable: ClassVar[bool] = False
+
     @property
     def needs_clean_labels(self) -> bool:
         """``True`` only for reference-compatible modes that reproduce a published code's use of the CLEAN

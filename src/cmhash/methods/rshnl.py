@@ -38,6 +38,7 @@ from .base import Method, StepOutput, register
 class RSHNL(Method):
     impl = "rshnl"
     venue = "AAAI'25"
+    stackable = True
     defaults = {
         "hidden": [4096, 4096],
         "center_hidden": [4096, 4096],
