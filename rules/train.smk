@@ -63,6 +63,8 @@ if NOISE_STACKS:
             method=_alternatives({method for _, method, _, _ in NOISE_STACKS}),
         log:
             "logs/unstack_train/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.log",
+        conda:
+            "../workflow/envs/cmhash.yaml"
         shell:
             "(cp {input.stack}/{wildcards.noise}.h5 {output}.tmp && mv {output}.tmp {output}) 2> {log}"
 
