@@ -1,4 +1,5 @@
-"""RSHNL loss terms against the hand-computed values written in cmhash.losses."""
+"""RSHNL loss terms against the hand-computed values written in cmhash.losses (robust, contrastive, proxy,
+selfpaced)."""
 
 import math
 
@@ -30,13 +31,37 @@ def test_contrastive_probability_hand_case():
     assert losses.contrastive_hash_loss([b1, b2], 1.0, 1.0).item() == pytest.approx(2 * (1 - expected))
 
 
-def test_contrastive_reference_form_excludes_self_and_doubles():
+def test_contrastive_reference_form_equals_published_formula():
+    # Worked by hand from perquisite/RSHNL @ 34de146, losses.py, cross_modal_contrastive_ctriterion_q:
+    # sim = exp(Z Z^T / tau) with its diagonal zeroed; p1 = p2 = exp(partner) / (row sum without self)
+    # = e / (e + 2/e) for every anchor here; loss = loss1.mean() + loss2.mean() = 2 * l_r(p) (r = q = 1: 1 - p).
     b1, b2 = torch.tensor([[1.0], [-1.0]]), torch.tensor([[1.0], [-1.0]])
     q = losses.contrastive_hash_probability([b1, b2], tau=1.0, form="reference")
-    # anchor excluded: q = e / (e + 2/e)
-    expected = math.e / (math.e + 2 / math.e)
-    assert torch.allclose(q, torch.full((2, 2), expected))
-    assert losses.contrastive_hash_loss([b1, b2], 1.0, 1.0, "reference").item() == pytest.approx(4 * (1 - expected))
+    p_published = math.e / (math.e + 2 / math.e)
+    assert torch.allclose(q, torch.full((2, 2), p_published))
+    assert losses.contrastive_hash_loss([b1, b2], 1.0, 1.0, "reference").item() == pytest.approx(2 * (1 - p_published))
+    # r = 0.5: published (1 - q)(1 - p^q)/q + q(1 - p), doubled by the two directions
+    r = 0.5
+    lr = (1 - r) * (1 - p_published**r) / r + r * (1 - p_published)
+    assert losses.contrastive_hash_loss([b1, b2], 1.0, r, "reference").item() == pytest.approx(2 * lr)
+
+
+def test_contrastive_reference_form_equals_published_code_on_random_codes():
+    # The published expression evaluated literally (same file), against ours, on random unit codes.
+    torch.manual_seed(0)
+    fea = [torch.nn.functional.normalize(torch.randn(5, 8), dim=1) for _ in range(2)]
+    tau, q = 0.7, 0.3
+    b = fea[0].shape[0]
+    all_fea = torch.cat(fea)
+    sim = (all_fea @ all_fea.T / tau).exp()
+    sim = sim - sim.diag().diag()
+    sum1 = sum(sim[:, v * b:(v + 1) * b] for v in range(2))
+    p1 = torch.cat([sum1[v * b:(v + 1) * b].diag() for v in range(2)]) / sim.sum(1)
+    sum2 = sum(sim[v * b:(v + 1) * b] for v in range(2))
+    p2 = torch.cat([sum2[:, v * b:(v + 1) * b].diag() for v in range(2)]) / sim.sum(1)
+    published = sum(((1 - q) * (1 - p**q) / q + q * (1 - p)).mean() for p in (p1, p2))
+    ours = losses.contrastive_hash_loss(fea, tau, q, "reference")
+    assert ours.item() == pytest.approx(published.item(), rel=1e-5)
 
 
 def test_center_aggregation_hand_case():

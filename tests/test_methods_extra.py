@@ -9,9 +9,9 @@ import pytest
 import torch
 from toy_data import toy_splits
 
+from cmhash.losses.contrastive import cross_modal_info_nce
+from cmhash.losses.selection import clean_probability, small_loss_selection
 from cmhash.methods import get_method_class, resolve_params
-from cmhash.methods.cmmq import small_loss_selection
-from cmhash.methods.common import clean_probability, cross_modal_info_nce
 from cmhash.methods.dgcpn import fused_similarity
 from cmhash.methods.dhaph import proxy_anchor_loss
 from cmhash.methods.dhrl import below_mean_selection, ranking_loss

@@ -17,6 +17,15 @@ from . import (  # noqa: F401  (registration side effect)
     ucch,
     wash,
 )
-from .base import REGISTRY, Method, StepOutput, get_method_class, register, resolve_params
+from .base import (
+    REGISTRY,
+    Method,
+    OptimizerSpec,
+    Stage,
+    StepOutput,
+    get_method_class,
+    register,
+    resolve_params,
+)
 
-__all__ = ["REGISTRY", "Method", "StepOutput", "get_method_class", "register", "resolve_params"]
+__all__ = ["REGISTRY", "Method", "OptimizerSpec", "Stage", "StepOutput", "get_method_class", "register", "resolve_params"]

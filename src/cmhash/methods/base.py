@@ -2,11 +2,27 @@
 
 A method is a ``torch.nn.Module`` with two encoders (one per modality) that turns a mini-batch into a
 loss. The shared training loop (:mod:`cmhash.train`) knows nothing else about it.
+
+Doors for faithful methods that need more than "one Adam over every parameter, one loss per batch":
+
+* **Stages** (:meth:`Method.stages`): a list of :class:`Stage` -- each with its epochs, its optimisers
+  (:class:`OptimizerSpec`: Adam, AdamW, SGD or RMSprop, over all or some parameters), an LR schedule, gradient
+  clipping, and whether its epochs take part in best-epoch selection (a teacher stage does not). A one-stage
+  method declares nothing and gets ``[Stage()]`` = one Adam at ``params["lr"]`` for ``params["epochs"]``.
+  :meth:`Method.on_stage_start` runs when a stage begins (e.g. freeze the teacher, build its targets).
+* **Manual optimisation** (``manual_optimization = True``): alternating updates inside one step (DGCPN's three
+  updates per batch, an adversarial discriminator step). The loop then passes ``step=`` to
+  :meth:`Method.training_step`; ``step(loss, "name")`` zero-grads, back-propagates, clips and steps the named
+  optimiser of the current stage. The returned ``StepOutput.loss`` is then only logged.
+* **Per-sample state** (``uses_index = True``): buffers indexed by the batch's row numbers (memory banks, soft
+  labels, per-sample confidences); **whole-split hooks** (:meth:`Method.on_train_start`,
+  :meth:`Method.on_epoch_start`) get the whole training split (graphs, banks, per-epoch selection).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -27,6 +43,62 @@ class StepOutput:
     loss: torch.Tensor
     terms: dict[str, torch.Tensor | float] = field(default_factory=dict)
     weights: torch.Tensor | None = None
+
+
+#: Optimisers a stage may ask for (torch.optim class names by spec name).
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+#: LR schedules a stage may ask for, with the options each takes (torch.optim.lr_scheduler semantics):
+#: ``cosine`` (CosineAnnealingLR: T_max [default: the stage's epochs or steps], eta_min),
+#: ``cosine_restarts`` (CosineAnnealingWarmRestarts: T_0, T_mult, eta_min), ``step`` (StepLR: step_size, gamma),
+#: ``multistep`` (MultiStepLR: milestones, gamma), ``exponential`` (ExponentialLR: gamma).
+LR_SCHEDULES = ("constant", "cosine", "cosine_restarts", "step", "multistep", "exponential")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One optimiser of a stage.
+
+    ``lr``/``weight_decay`` ``None``: the run's ``params["lr"]`` / ``params["weight_decay"]``. ``options`` go to the
+    torch optimiser as keyword arguments (e.g. ``{"momentum": 0.9}`` for SGD, ``{"alpha": 0.99}`` for RMSprop).
+    ``parameters``: a function of the method returning the parameters this optimiser updates (``None``: every
+    parameter with ``requires_grad``). Parameters may also be given as a list of torch param-group dicts.
+    """
+
+    kind: str = "adam"
+    lr: float | None = None
+    weight_decay: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    parameters: Callable[[Any], Iterable[Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in OPTIMIZERS:
+            raise ValueError(f"optimizer kind must be one of {OPTIMIZERS}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: ``epochs`` (``None``: ``params["epochs"]``), named optimisers, an LR schedule stepped
+    per ``schedule_interval`` (``"epoch"`` or ``"step"`` = per optimiser step of the first optimiser),
+    ``clip_grad_norm`` (max L2 norm of each optimiser's gradients before its step; ``None``: off), and
+    ``select_best``: whether this stage's epochs compete for the best validation epoch (``False`` for a teacher
+    stage whose encoders are not the final ones; validation MAP is still logged)."""
+
+    name: str = "train"
+    epochs: int | None = None
+    optimizers: dict[str, OptimizerSpec] = field(default_factory=lambda: {"main": OptimizerSpec()})
+    lr_schedule: str = "constant"
+    schedule_options: dict[str, Any] = field(default_factory=dict)
+    schedule_interval: str = "epoch"
+    clip_grad_norm: float | None = None
+    select_best: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"stage {self.name!r}: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.schedule_interval not in ("epoch", "step"):
+            raise ValueError(f"stage {self.name!r}: schedule_interval must be 'epoch' or 'step'")
+        if not self.optimizers:
+            raise ValueError(f"stage {self.name!r} declares no optimizer")
 
 
 class Method(nn.Module):
@@ -65,6 +137,19 @@ class Method(nn.Module):
     #: differ only in their noisy labels can be trained as one stacked network (:mod:`cmhash.stacked`).
     #: Only for methods without per-sample state, training hooks or randomness inside the step.
     stackable: ClassVar[bool] = False
+
+    #: ``True``: the method updates its parameters itself inside :meth:`training_step` through the ``step=``
+    #: callable the loop passes (alternating updates); the loop takes no optimiser step of its own.
+    manual_optimization: ClassVar[bool] = False
+
+    def stages(self) -> list[Stage]:
+        """The training stages in order (see :class:`Stage`). Default: one stage, one Adam over every trainable
+        parameter at ``params["lr"]`` / ``params["weight_decay"]`` for ``params["epochs"]`` epochs."""
+        return [Stage()]
+
+    def on_stage_start(self, stage: Stage, xs: list[torch.Tensor], labels: torch.Tensor) -> None:
+        """Called when ``stage`` begins (before its first epoch's :meth:`on_epoch_start`; on resume, again for the
+        stage being resumed, so it must only derive state, e.g. freeze a teacher or build its targets)."""
 
     @property
     def needs_clean_labels(self) -> bool:

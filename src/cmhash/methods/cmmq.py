@@ -21,30 +21,14 @@ The logged weight of a sample is 1 if it was selected for either modality.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
+from ..losses.classification import per_sample_classification_loss
+from ..losses.selection import small_loss_selection
 from ..nets import HashEncoder
 from .base import Method, StepOutput, register
-
-
-def per_sample_classification_loss(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    """CE against the label (single-label, argmax of the row) or mean BCE over classes (multi-label)."""
-    y = labels.to(logits.dtype)
-    if multilabel:
-        return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=1)
-    return F.cross_entropy(logits, y.argmax(dim=1), reduction="none")
-
-
-def small_loss_selection(losses: torch.Tensor, keep_rate: float) -> torch.Tensor:
-    """Boolean mask of the ``ceil(keep_rate * B)`` smallest losses (at least one)."""
-    n_keep = max(1, math.ceil(keep_rate * losses.numel() - 1e-9))
-    mask = torch.zeros_like(losses, dtype=torch.bool)
-    mask[torch.argsort(losses.detach(), stable=True)[:n_keep]] = True
-    return mask
 
 
 @register

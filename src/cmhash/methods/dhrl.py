@@ -41,10 +41,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..losses.classification import per_sample_classification_loss
+from ..losses.similarity import label_similarity
 from ..nets import mlp
 from .base import Method, StepOutput, register
-from .cmmq import per_sample_classification_loss
-from .common import label_similarity
 
 
 def ranking_loss(anchor: torch.Tensor, partner: torch.Tensor, sim: torch.Tensor, margin: float) -> torch.Tensor:

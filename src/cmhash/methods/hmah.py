@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
+from ..losses.classification import per_sample_classification_loss
 from ..nets import HashEncoder
 from .base import Method, StepOutput, register
-from .cmmq import per_sample_classification_loss
 
 
 def distillation_loss(students: list[torch.Tensor], teacher: torch.Tensor) -> torch.Tensor:

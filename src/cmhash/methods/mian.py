@@ -56,9 +56,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..losses.similarity import label_similarity
 from ..nets import mlp
 from .base import Method, StepOutput, register
-from .common import label_similarity
 
 
 def asymmetric_pair_loss(stored: torch.Tensor, codes: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:

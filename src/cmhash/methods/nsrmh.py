@@ -17,7 +17,7 @@ Per epoch (from ``warmup_epochs`` on), sample reliability and soft pseudo-labels
    small = reliable). ``reference``: the published error ``d_i = mean_{j,c} y_ic (1 - y_jc) |s_ic - s_jc|``
    with ``s_i = H_i tanh(W)^T``, ``W`` a fixed random orthogonal ``C x K`` matrix, ``j`` over a shuffled chunk
    of ``batch_size`` samples, averaged over the two modalities.
-2. ``d`` min-max normalised, a 2-component 1-d GMM fitted by EM (:func:`.common.clean_probability`);
+2. ``d`` min-max normalised, a 2-component 1-d GMM fitted by EM (:func:`cmhash.losses.selection.clean_probability`);
    ``w_i`` = posterior of the low-mean component (clean probability).
 3. Soft pseudo-label ``ytilde_i = w_i y_i + (1 - w_i) q_i`` with ``q_i = mean_m softmax(H_i^m mu^T / (K T))``
    (single-label) or ``sigmoid`` of the same logits (multi-label); ``T = pseudo_temperature``.
@@ -59,8 +59,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..losses.selection import clean_probability
 from .base import Method, StepOutput, register
-from .common import clean_probability
 
 
 def label_affinity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ Flags (ablations are flags of this method, never copies):
 - ``warmup_epochs`` (``N_w``; 0 = RSHNL-1), ``use_contrastive`` (false = RSHNL-2),
   ``self_paced`` = ``linear`` | ``binary`` (RSHNL-S) | ``off`` (RSHNL-3), ``gamma`` > 198.02 (RSHNL-D).
 - ``contrastive_form``: ``paper`` (Eq. 2 as printed, self-similarity included) or ``reference`` (published
-  code: anchor excluded, two identical directions summed).
+  code: anchor excluded from numerator and denominator; same reduction as Eq. 3).
 
 Departures / guesses: Eq. 4 has a temperature; the code has none (``tau = 1`` reproduces it). The paper's
 centres are "normalised and discretised"; like the code we use continuous unit-norm centres during training.

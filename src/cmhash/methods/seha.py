@@ -5,7 +5,7 @@ class probabilities ``p_i^m = softmax(h_i^m C^T)`` (no temperature).
 
 Objective ``L = L_SDL + lamda * L_DCL``:
 
-* Dual Contrastive Learning (inter-modal), cross-modal InfoNCE (:func:`.common.cross_modal_info_nce`)
+* Dual Contrastive Learning (inter-modal), cross-modal InfoNCE (:func:`cmhash.losses.contrastive.cross_modal_info_nce`)
   on the hash features and on the class-probability vectors, the code's two identical directions summed::
 
       L_DCL = 2 [ NCE(h^1, h^2) + prob_weight * NCE(p^1, p^2) ]
@@ -44,9 +44,10 @@ from typing import Any
 
 import torch
 
+from ..losses.contrastive import cross_modal_info_nce
 from ..nets import CenterGenerator, HashEncoder
 from .base import Method, StepOutput, register
-from .common import cross_modal_info_nce, normalise_rows
+from .common import normalise_rows
 
 
 def self_distillation_loss(probs: list[torch.Tensor], soft: list[torch.Tensor], eps: float = 1e-12) -> torch.Tensor:

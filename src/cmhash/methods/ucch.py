@@ -7,7 +7,7 @@ Objective (simplified): per modality ``h^m = H^m(x^m)`` (the shared MLP -> tanh 
 codes by the straight-through "greedy" sign ``b^m = h^m + stopgrad(sign(h^m) - h^m)``, and a cross-modal
 contrastive loss on ``b / sqrt(K)``::
 
-    L = NCE(b^1 / sqrt(K), b^2 / sqrt(K); tau)        (:func:`.common.cross_modal_info_nce`)
+    L = NCE(b^1 / sqrt(K), b^2 / sqrt(K); tau)        (:func:`cmhash.losses.contrastive.cross_modal_info_nce`)
 
 Departures / guesses: UCCH contrasts against a momentum memory bank of the whole training set with a
 ranking (margin) form of the contrastive loss; we use in-batch negatives with InfoNCE. ``tau`` = 0.3 is a
@@ -21,8 +21,9 @@ import math
 
 import torch
 
+from ..losses.contrastive import cross_modal_info_nce
 from .base import StepOutput, register
-from .common import StandardisedUnsupervised, cross_modal_info_nce
+from .common import StandardisedUnsupervised
 
 
 def straight_through_sign(h: torch.Tensor) -> torch.Tensor:
