@@ -55,7 +55,8 @@ from .train import (
 
 log = logging.getLogger(__name__)
 
-_HOOKS = ("on_train_start", "on_epoch_start", "on_validation")
+# a method overriding any of these trains with more than one Adam over a pure step: it is not stackable
+_HOOKS = ("on_train_start", "on_epoch_start", "on_validation", "on_stage_start", "stages")
 
 
 def stacking_problem(impl: str) -> str | None:
@@ -66,6 +67,8 @@ def stacking_problem(impl: str) -> str | None:
     overridden = [h for h in _HOOKS if getattr(cls, h) is not getattr(Method, h)]
     if overridden:
         return f"method implementation {impl!r} overrides the training hooks {overridden}"
+    if cls.manual_optimization:
+        return f"method implementation {impl!r} takes its own optimiser steps (manual_optimization)"
     if not cls.stackable:
         return f"method implementation {impl!r} does not declare stackable = True"
     return None

@@ -1,8 +1,11 @@
 """The shared training loop: any registered method, noisy labels in, test (and database) codes + history out.
 
-Readable top to bottom: build the method, put all data on the device once, then per epoch
-(1) one pass of Adam steps over a seeded permutation of the training set, (2) validation MAP of both
-retrieval directions on sign codes, (3) keep the weights with the best mean validation MAP. After the last
+Readable top to bottom: build the method, put all data on the device once, then for each of the method's
+stages (:meth:`Method.stages`; one Adam stage unless the method declares others) build its optimisers and LR
+schedule, and per epoch (1) one pass of optimiser steps over a seeded permutation of the training set (the
+method may take its own alternating steps: ``manual_optimization``), (2) validation MAP of both retrieval
+directions on sign codes, (3) keep the weights with the best mean validation MAP among the epochs of stages
+that ``select_best``. After the last
 epoch the best weights encode the test split and, when the dataset has one, the retrieval database split;
 methods with a fused code (:meth:`Method.encode_fused`) encode those splits once more, one code per pair.
 Everything the loop logs is generic: loss terms reported by the method, and (for methods that weight samples)
@@ -33,13 +36,17 @@ import numpy as np
 import torch
 
 from . import metrics
-from .methods import Method, get_method_class
+from .methods import Method, OptimizerSpec, Stage, get_method_class
 
 log = logging.getLogger(__name__)
 
 WEIGHT_BINS = np.linspace(0.0, 1.0, 51)
 #: Layout version of training checkpoints; a checkpoint of another layout is ignored (training starts over).
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
+
+_OPTIMIZER_CLASSES = {
+    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
+}
 
 
 @dataclass
@@ -208,9 +215,8 @@ def train_model(
     if model.needs_clean_labels and clean_labels is None:
         raise ValueError(f"{run_name}: method {impl} (reference-compatible mode) needs the clean training labels")
     model.on_train_start(xs, ys, to_dev(clean_labels) if model.needs_clean_labels else None)
-    trainable = [p for p in model.parameters() if p.requires_grad]  # closed-form methods have none
-    optimizer = (torch.optim.Adam(trainable, lr=params["lr"], weight_decay=params["weight_decay"])
-                 if trainable else None)
+    plan = stage_plan(model.stages(), params, run_name)
+    epochs = sum(n for _, n in plan)
     val_xs = [to_dev(x) for x in val.xs]
     val_labels = to_dev(val.labels) if eval_backend == "torch" else val.labels
     test_xs = [to_dev(x) for x in test.xs]
@@ -222,19 +228,26 @@ def train_model(
     best_model: Any = None
     interactive = sys.stderr.isatty()
     start_time = time.perf_counter()
-    epochs = int(params["epochs"])
     first_epoch = 0
     state = load_checkpoint(checkpoint_path, checkpoint_key) if checkpoint_path else None
     if state is not None:
         model.load_state_dict(state["model"])
-        if optimizer is not None:
-            optimizer.load_state_dict(state["optimizer"])
         perm_gen.set_state(state["perm_gen"])
         record.load_state(state["record"])
         best_model = state["best_model"]
         first_epoch = state["epoch"] + 1
         log.info("%s: resuming from %s after epoch %d", run_name, checkpoint_path, first_epoch)
+    n_batches_per_epoch = len(list(batch_indices(torch.arange(n_train), batch_size)))
+    current: StageRunner | None = None
     for epoch in range(first_epoch, epochs):
+        stage_index, stage, stage_epoch = locate_epoch(plan, epoch)
+        if current is None or current.index != stage_index:
+            model.on_stage_start(stage, xs, ys)
+            current = StageRunner(model, stage, stage_index, plan[stage_index][1],
+                                  params, n_batches_per_epoch)
+            if state is not None and state.get("stage") == stage_index:
+                current.load_state(state["optimization"])
+            state = None
         model.train()
         model.on_epoch_start(xs, ys, epoch)
         order = torch.randperm(n_train, generator=perm_gen).to(dev)
@@ -243,37 +256,164 @@ def train_model(
         weights = torch.full((n_train,), float("nan"), device=dev)
         n_batches = 0
         for idx in batch_indices(order, batch_size):
-            extra = {"index": idx} if model.uses_index else {}
+            extra: dict[str, Any] = {"index": idx} if model.uses_index else {}
+            if model.manual_optimization:
+                extra["step"] = current.manual_step
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = model.training_step([x[idx] for x in xs], ys[idx], epoch, **extra)
-            if optimizer is not None and out.loss.requires_grad:
-                optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                optimizer.step()
+            if not model.manual_optimization:
+                current.step(out.loss)
             _accumulate(sums, out.loss, out.terms)
             if out.weights is not None:
                 weights[idx] = out.weights.detach().to(weights.dtype)
             n_batches += 1
+        current.end_epoch()
 
         row = {key: float(value) / n_batches for key, value in sums.items()}
         record.check_finite(row, epoch, epochs)
         val_maps = cross_modal_maps(sign_codes(model, val_xs), val_labels, backend=eval_backend)
         with torch.no_grad():
             model.on_validation(val_xs, epoch)
-        improved, message = record.end_epoch(epoch, epochs, row, val_maps, weights.cpu().numpy())
+        improved, message = record.end_epoch(epoch, epochs, row, val_maps, weights.cpu().numpy(),
+                                             select=stage.select_best)
         if improved:
             best_model = copy.deepcopy(model.state_dict())
         if interactive:
             print(f"\r{message}", end="" if epoch + 1 < epochs else "\n", file=sys.stderr, flush=True)
         if checkpoint_path and checkpoint_every > 0 and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < epochs:
             save_checkpoint(checkpoint_path, {
-                "key": checkpoint_key, "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                "perm_gen": perm_gen.get_state(), "record": record.state(), "best_model": best_model,
+                "key": checkpoint_key, "epoch": epoch, "model": model.state_dict(), "stage": stage_index,
+                "optimization": current.state(), "perm_gen": perm_gen.get_state(), "record": record.state(),
+                "best_model": best_model,
             })
 
     model.load_state_dict(best_model)
     return _final_result(model, record, test_xs, database, dev, start_time, use_amp, deterministic)
+
+
+def stage_plan(stages: list[Stage], params: dict[str, Any], run_name: str = "run") -> list[tuple[Stage, int]]:
+    """``[(stage, epochs)]`` of a method's declared stages (``epochs=None`` -> ``params["epochs"]``), checked: names
+    unique, epochs >= 0, at least one epoch in a stage that selects the best validation epoch."""
+    if not stages:
+        raise ValueError(f"{run_name}: the method declares no training stage")
+    plan = []
+    for stage in stages:
+        n = int(params["epochs"]) if stage.epochs is None else stage.epochs
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"{run_name}: stage {stage.name!r} has epochs={n!r}; it must be an integer >= 0")
+        plan.append((stage, n))
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{run_name}: stage names must be unique, got {names}")
+    if not any(s.select_best and n > 0 for s, n in plan):
+        raise ValueError(f"{run_name}: no stage with epochs > 0 selects the best validation epoch (select_best)")
+    return plan
+
+
+def locate_epoch(plan: list[tuple[Stage, int]], epoch: int) -> tuple[int, Stage, int]:
+    """``(stage index, stage, epoch within the stage)`` of the run's 0-based ``epoch``."""
+    start = 0
+    for index, (stage, n) in enumerate(plan):
+        if epoch < start + n:
+            return index, stage, epoch - start
+        start += n
+    raise IndexError(f"epoch {epoch} is past the last stage ({start} epochs in all)")
+
+
+def build_optimizers(model: Method, stage: Stage, params: dict[str, Any]) -> dict[str, torch.optim.Optimizer]:
+    """The stage's named optimisers; an optimiser over no trainable parameter is left out (closed-form
+    methods train none)."""
+    out: dict[str, torch.optim.Optimizer] = {}
+    for name, spec in stage.optimizers.items():
+        groups = _parameter_groups(model, spec)
+        if not groups:
+            continue
+        lr = params["lr"] if spec.lr is None else spec.lr
+        wd = params["weight_decay"] if spec.weight_decay is None else spec.weight_decay
+        out[name] = _OPTIMIZER_CLASSES[spec.kind](groups, lr=lr, weight_decay=wd, **spec.options)
+    return out
+
+
+def _parameter_groups(model: Method, spec: OptimizerSpec) -> list[Any]:
+    if spec.parameters is None:
+        return [p for p in model.parameters() if p.requires_grad]
+    items = list(spec.parameters(model))
+    if items and isinstance(items[0], dict):
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in items]
+        return [g for g in groups if g["params"]]
+    return [p for p in items if p.requires_grad]
+
+
+def build_schedulers(
+    stage: Stage, optimizers: dict[str, torch.optim.Optimizer], epochs: int, batches_per_epoch: int
+) -> dict[str, Any]:
+    """One torch LR scheduler per optimiser for the stage's ``lr_schedule`` (none for ``constant``).
+    ``cosine`` without ``T_max`` anneals over the whole stage (epochs, or steps when stepped per step)."""
+    if stage.lr_schedule == "constant":
+        return {}
+    opts = dict(stage.schedule_options)
+    sched = torch.optim.lr_scheduler
+    if stage.lr_schedule == "cosine":
+        opts.setdefault("T_max", max(1, epochs * (batches_per_epoch if stage.schedule_interval == "step" else 1)))
+    cls = {"cosine": sched.CosineAnnealingLR, "cosine_restarts": sched.CosineAnnealingWarmRestarts,
+           "step": sched.StepLR, "multistep": sched.MultiStepLR, "exponential": sched.ExponentialLR}[stage.lr_schedule]
+    return {name: cls(opt, **opts) for name, opt in optimizers.items()}
+
+
+class StageRunner:
+    """The optimisers, LR schedules and gradient clipping of one stage of a run."""
+
+    def __init__(self, model: Method, stage: Stage, index: int, epochs: int, params: dict[str, Any],
+                 batches_per_epoch: int):
+        self.index = index
+        self.stage = stage
+        self.optimizers = build_optimizers(model, stage, params)
+        self.schedulers = build_schedulers(stage, self.optimizers, epochs, batches_per_epoch)
+
+    def _apply(self, name: str) -> None:
+        opt = self.optimizers[name]
+        if self.stage.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in opt.param_groups for p in g["params"]], self.stage.clip_grad_norm)
+        opt.step()
+        if self.stage.schedule_interval == "step" and name in self.schedulers:
+            self.schedulers[name].step()
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Every optimiser of the stage steps on ``loss`` (the automatic path); a loss without gradient is
+        only logged."""
+        if not self.optimizers or not loss.requires_grad:
+            return
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for name in self.optimizers:
+            self._apply(name)
+
+    def manual_step(self, loss: torch.Tensor, name: str = "main") -> None:
+        """``step=`` of manually optimised methods: zero-grad, backward, clip and step the optimiser ``name``."""
+        if name not in self.optimizers:
+            raise KeyError(f"stage {self.stage.name!r} has no optimizer {name!r} with trainable parameters; "
+                           f"it has {sorted(self.optimizers)}")
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self._apply(name)
+
+    def end_epoch(self) -> None:
+        if self.stage.schedule_interval == "epoch":
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+
+    def state(self) -> dict[str, Any]:
+        return {"optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+                "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][name])
 
 
 def _final_result(
@@ -352,10 +492,14 @@ class RunRecord:
             )
 
     def end_epoch(
-        self, epoch: int, epochs: int, row: dict[str, float], val_maps: list[float], weights: np.ndarray
+        self, epoch: int, epochs: int, row: dict[str, float], val_maps: list[float], weights: np.ndarray,
+        select: bool = True,
     ) -> tuple[bool, str]:
         """Append the epoch's row (mean losses, validation MAPs, weight statistics) to the history and log it.
-        Returns (whether the mean validation MAP is the best so far, the progress line)."""
+        Returns (whether the mean validation MAP is the best so far among selectable epochs, the progress line).
+
+        When a method reports per-sample weights and every one of them is 0 in this epoch, a warning names the
+        run and epoch: the method then ignores the labels (e.g. RSHNL's self-paced collapse)."""
         for task, value in zip(self.tasks, val_maps):
             row[f"val_map_{task}"] = value
         row["val_map_mean"] = float(np.mean(val_maps))
@@ -369,7 +513,10 @@ class RunRecord:
         for key in self.history:
             if len(self.history[key]) < epoch + 1:
                 self.history[key].append(math.nan)
-        improved = row["val_map_mean"] > self.best_value
+        if row["w_zero_frac"] == 1.0:
+            log.warning("%s: every per-sample weight is 0 in epoch %d/%d: the method ignores the labels in this "
+                        "epoch (self-paced collapse; see config/README.md, RSHNL)", self.run_name, epoch + 1, epochs)
+        improved = select and row["val_map_mean"] > self.best_value
         if improved:
             self.best_value, self.best_epoch = row["val_map_mean"], epoch
         message = (
