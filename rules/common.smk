@@ -115,8 +115,20 @@ def protocol_outputs(experiment):
     ]
 
 
+def robustness_outputs(experiment):
+    """The robustness table, for experiments with two or more noise rates."""
+    if len(config["experiments"][experiment]["noise"]) < 2:
+        return []
+    return [f"results/tables/{experiment}_robustness.{ext}" for ext in ("csv", "md")]
+
+
 def experiment_targets(experiment):
-    return table_outputs(experiment) + figure_outputs(experiment) + protocol_outputs(experiment)
+    return (
+        table_outputs(experiment)
+        + figure_outputs(experiment)
+        + protocol_outputs(experiment)
+        + robustness_outputs(experiment)
+    )
 
 
 # The RSHNL paper (AAAI'25): Tables 1-3, ablation Table 4, the appendix's Wikipedia table, and Figures 2-4.
@@ -220,11 +232,11 @@ def noise_inputs(wildcards):
 
 
 def paper_map_file():
-    """The paper's MAP table (config paper_map, relative to the repository) or None when disabled."""
-    if not config["paper_map"]:
-        return None
-    path = Path(config["paper_map"])
-    return str(path if path.is_absolute() else Path(workflow.basedir) / path)
+    """The papers' MAP tables (config paper_map: one path or a list, relative to the repository), or None."""
+    value = config["paper_map"]
+    paths = [value] if isinstance(value, str) else list(value)
+    paths = [Path(p) if Path(p).is_absolute() else Path(workflow.basedir) / p for p in paths if p]
+    return [str(p) for p in paths] or None
 
 
 def training_params(wildcards):

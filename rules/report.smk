@@ -44,6 +44,31 @@ rule report_table:
         "../workflow/scripts/report_table.py"
 
 
+rule report_robustness:
+    """Metrics files of an experiment with two or more noise rates -> MAP retention per method, ours vs papers'."""
+    input:
+        lambda wc: experiment_metrics(wc.experiment),
+    output:
+        csv=report(
+            "results/tables/{experiment}_robustness.csv",
+            caption="../workflow/report/robustness.rst",
+            category="Tables",
+        ),
+        md="results/tables/{experiment}_robustness.md",
+    params:
+        experiment="{experiment}",
+        methods=lambda wc: config["experiments"][wc.experiment]["methods"],
+        paper_map=paper_map_file(),
+        dataset_names={n: d["paper_name"] for n, d in config["datasets"].items() if "paper_name" in d},
+        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
+    log:
+        "logs/report_robustness/{experiment}.log",
+    conda:
+        "../workflow/envs/cmhash.yaml"
+    script:
+        "../workflow/scripts/report_robustness.py"
+
+
 rule report_figures:
     """Metrics files of an experiment -> PR curves, MAP vs noise, SPL weight density, MAP vs epoch."""
     input:

@@ -1,16 +1,19 @@
 """Paper-vs-ours: put a paper's published MAP beside ours (CSV, Markdown) and draw ours-vs-paper scatters.
 
-The paper's numbers come from a long CSV (``resources/paper/rshnl_paper_map.csv``, provenance in its README)
+The papers' numbers come from long CSVs (``resources/paper/<paper>_paper_map.csv``, provenance in its README)
 with the columns :data:`PAPER_COLUMNS`; ``map`` is in percent and empty where the paper prints no value
-(out-of-memory '/'). Our summary (:func:`cmhash.tables.summarise`, plus the ``avg`` rows of
-:func:`cmhash.tables.ablation_table`) is matched on (dataset, task, method, noise, bits), the dataset
-through ``dataset_names`` (our name -> the paper's, from ``datasets.<name>.paper_name``).
+(out-of-memory '/'). Several papers can be given (config ``paper_map``: one path or a list): each row then
+carries ``paper`` = the file's stem without ``_paper_map`` (``rshnl``, ``rfcmh``, ...), and where two papers print
+the same cell (RFCMH's tables repeat RSHNL's baselines) the first file in the list wins. Our summary
+(:func:`cmhash.tables.summarise`, plus the ``avg`` rows of :func:`cmhash.tables.ablation_table`) is matched on
+(dataset, task, method, noise, bits), the dataset through ``dataset_names`` (our name -> the paper's, from
+``datasets.<name>.paper_name``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,7 @@ JOINED_COLUMNS = [
     "dataset",
     "paper_dataset",
     "paper_table",
+    "paper",
     "task",
     "method",
     "noise",
@@ -65,6 +69,24 @@ def load_paper_map(path: str | os.PathLike) -> pd.DataFrame:
     return df[PAPER_COLUMNS]
 
 
+def paper_name(path: str | os.PathLike) -> str:
+    """``resources/paper/rfcmh_paper_map.csv`` -> ``rfcmh``."""
+    stem = Path(path).stem
+    return stem[: -len("_paper_map")] if stem.endswith("_paper_map") else stem
+
+
+def load_paper_maps(paths: str | os.PathLike | Sequence[str | os.PathLike] | None) -> pd.DataFrame:
+    """Every paper map of ``paths`` (one path, a list, or ``None``/empty = none) in one frame with a ``paper``
+    column; a cell printed by several papers is kept from the first file that has it."""
+    if not paths:
+        return pd.DataFrame(columns=[*PAPER_COLUMNS, "paper"])
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    frames = [load_paper_map(p).assign(paper=paper_name(p)) for p in paths]
+    out = pd.concat(frames, ignore_index=True)
+    return out.drop_duplicates(["dataset", "task", "method", "noise", "bits"], keep="first").reset_index(drop=True)
+
+
 def join_paper(ours: pd.DataFrame, paper: pd.DataFrame, dataset_names: Mapping[str, str]) -> pd.DataFrame:
     """Our summary rows with the paper's ``paper_map`` and ``diff`` = ours − paper (percentage points).
 
@@ -76,7 +98,9 @@ def join_paper(ours: pd.DataFrame, paper: pd.DataFrame, dataset_names: Mapping[s
     work = ours.copy()
     work["paper_dataset"] = work["dataset"].map(lambda d: dataset_names.get(str(d), ""))
     right = paper.rename(columns={"dataset": "paper_dataset", "map": "paper_map", "table": "paper_table"})
-    right = right[["paper_dataset", "paper_table", "task", "method", "noise", "bits", "paper_map"]]
+    if "paper" not in right:
+        right = right.assign(paper="")
+    right = right[["paper_dataset", "paper_table", "paper", "task", "method", "noise", "bits", "paper_map"]]
     work["noise"] = work["noise"].astype(float).round(6)
     right = right.assign(noise=right["noise"].astype(float).round(6))
     out = work.merge(right, how="left", on=["paper_dataset", "task", "method", "noise", "bits"], sort=False)
@@ -100,8 +124,8 @@ def to_markdown(joined: pd.DataFrame, experiment: str) -> str:
         return title + "_No cell of this experiment appears in the paper's tables._\n"
     rows = joined[joined["paper_table"].notna()]
     lines = [
-        "| Table | Dataset | Task | Method | Noise | Bits | Ours | Paper | Diff |",
-        "|---:|:---|:---|:---|---:|---:|---:|---:|---:|",
+        "| Paper | Table | Dataset | Task | Method | Noise | Bits | Ours | Paper's | Diff |",
+        "|:---|---:|:---|:---|:---|---:|---:|---:|---:|---:|",
     ]
 
     def fmt(v: float, signed: bool = False) -> str:
@@ -109,7 +133,7 @@ def to_markdown(joined: pd.DataFrame, experiment: str) -> str:
 
     for r in rows.itertuples():
         lines.append(
-            f"| {r.paper_table} | {r.dataset} | {r.task} | {r.method} | {float(r.noise):g} | {r.bits} | "
+            f"| {r.paper or '–'} | {r.paper_table} | {r.dataset} | {r.task} | {r.method} | {float(r.noise):g} | {r.bits} | "
             f"{fmt(r.map)} | {fmt(r.paper_map)} | {fmt(r.diff, True)} |"
         )
     ok = rows["diff"].notna()

@@ -513,7 +513,7 @@ def report_table(
     ablation_bits: int | None = None,
     ablation_methods: Sequence[str] | None = None,
     expected_hashes: Mapping[str, str] | None = None,
-    paper_map: str | os.PathLike | None = None,
+    paper_map: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     dataset_names: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Collect metrics files and write the experiment's tables (everything atomically).
@@ -560,7 +560,7 @@ def write_paper_comparison(
     summary: pd.DataFrame,
     experiment: str,
     outputs: Mapping[str, str | os.PathLike],
-    paper_map: str | os.PathLike | None,
+    paper_map: str | os.PathLike | Sequence[str | os.PathLike] | None,
     dataset_names: Mapping[str, str] | None = None,
     ablation_bits: int | None = None,
     ablation_methods: Sequence[str] | None = None,
@@ -581,7 +581,7 @@ def write_paper_comparison(
     if ablation_methods is not None and not abl.empty:
         abl = abl[abl["method"].isin(list(ablation_methods))]
     ours = pd.concat([summary, abl], ignore_index=True) if not abl.empty else summary
-    published = _paper.load_paper_map(paper_map) if paper_map else pd.DataFrame(columns=_paper.PAPER_COLUMNS)
+    published = _paper.load_paper_maps(paper_map)
     joined = _paper.join_paper(ours, published, dict(dataset_names or {}))
     written: dict[str, Path] = {}
     if "paper_csv" in outputs:

@@ -1,0 +1,27 @@
+"""Snakemake script: robustness table of one experiment (logic in :func:`cmhash.robustness.report_robustness`).
+
+snakemake.input   all metrics files of the experiment (two or more noise rates)
+snakemake.params  experiment, methods, config_hashes, paper_map (path, list or None), dataset_names
+snakemake.output  csv, md
+snakemake.log     one log file
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
+
+from cmhash.logsetup import logged_job
+from cmhash.robustness import report_robustness
+
+snakemake = globals()["snakemake"]  # injected by Snakemake
+
+with logged_job(snakemake.log[0], "report_robustness") as log_:
+    params = dict(snakemake.params.items())
+    written = report_robustness(
+        list(snakemake.input), params["experiment"], dict(snakemake.output.items()), methods=params.get("methods"),
+        expected_hashes=params.get("config_hashes"), paper_map=params.get("paper_map"),
+        dataset_names=params.get("dataset_names"),
+    )
+    for key, path in written.items():
+        log_.info("wrote %s: %s", key, path)
