@@ -63,8 +63,8 @@ def robustness_table(
             pub = pub[pub["method"].isin(rows["method"].unique())]
             pub = pub[pub["noise"].astype(float).round(6).isin([round(n, 6) for n in noises])]
             bits = set(rows["bits"].astype(int))
-            keep_bits = pub.groupby("method")["bits"].transform(lambda b: b.isin(bits).any())
-            pub = pub[~keep_bits | pub["bits"].isin(bits)]
+            has_our_bits = pub.assign(ok=pub["bits"].isin(bits)).groupby("method")["ok"].transform("any")
+            pub = pub[~has_our_bits | pub["bits"].isin(bits)]
             all_ = _retention(pub, n0, ["method", "dataset", "task", "bits"]).rename(columns={"mean": "paper_all"})
             same_name = dataset_names.get(str(dataset))
             same = (_retention(pub[pub["dataset"] == same_name], n0, ["method", "task", "bits"])
@@ -72,8 +72,9 @@ def robustness_table(
             ours = ours.merge(all_[["method", "noise", "paper_all"]], on=["method", "noise"], how="left")
             if same is not None:
                 ours = ours.merge(same[["method", "noise", "paper_same"]], on=["method", "noise"], how="left")
-            source = pub.drop_duplicates("method").set_index("method")["paper"] if "paper" in pub else {}
-            ours["paper"] = ours["method"].map(lambda m: source.get(m, "") if len(source) else "")
+            source = (pub.drop_duplicates("method").set_index("method")["paper"].to_dict()
+                      if "paper" in pub else {})
+            ours["paper"] = ours["method"].map(source).fillna("")
         ours["dataset"] = dataset
         out.append(ours)
     df = pd.concat(out, ignore_index=True)
