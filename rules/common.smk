@@ -24,6 +24,8 @@ except ConfigError as _exc:
 config.clear()
 config.update(_validated)
 
+from cmhash.noise import KINDS as NOISE_KINDS
+
 NOISE_KIND = config["noise"]["kind"]
 RUN_DIR = "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}"
 
@@ -35,8 +37,8 @@ def _alternatives(values):
 wildcard_constraints:
     dataset=_alternatives(config["datasets"]),
     method=_alternatives(config["methods"]),
-    noise_kind="sym|flip|multilabel_flip",
-    noise=r"0(\.\d+)?",
+    noise_kind=_alternatives(NOISE_KINDS),
+    noise=r"\d+(\.\d+)?",  # below 1, except for the redundant kind (added labels per true label)
     bits=r"[1-9]\d*",
     seed=r"\d+",
     experiment=_alternatives(config["experiments"]),

@@ -81,8 +81,8 @@ CONFIG_CASES = {
                      ["experiments.tiny: Additional properties are not allowed ('nosie' was unexpected)",
                       "(allowed keys: ablation_bits, bits, datasets, figures, methods, noise, "]),
     "noise_equal_to_1": (lambda c: _exp(c).update(noise=[0.2, 1.0]),
-                         ["experiments.tiny.noise[1]: 1.0 is greater than or equal to the maximum of 1",
-                          "expected: Noise rates in [0, 1)"]),
+                         ["experiments.tiny.noise[1] = 1.0 is outside [0, 1)",
+                          "only noise.kind redundant (labels added per true label) takes rates >= 1"]),
     "noise_negative": (lambda c: _exp(c).update(noise=[-0.1]),
                        ["experiments.tiny.noise[0]: -0.1 is less than the minimum of 0"]),
     "noise_as_string": (lambda c: _exp(c).update(noise=["0.2"]),
@@ -508,9 +508,11 @@ def _tiny_splits(n_train, n_eval=6, n_classes=3, seed=0):
 def _short_params(impl, **extra):
     defaults = get_method_class(impl).defaults
     params = {"epochs": 2, **extra}
-    for key, value in (("hidden", [16]), ("center_hidden", [16]), ("label_hidden", [16]), ("n_anchors", 20),
-                       ("warmup_epochs", 1), ("bottleneck", 8), ("n_concepts", 4)):
-        if key in defaults:
+    for key, value in (("hidden", [16]), ("text_hidden", [16]), ("center_hidden", [16]), ("label_hidden", [16]),
+                       ("n_anchors", 20), ("warmup_epochs", 1), ("bottleneck", 8), ("n_concepts", 4),
+                       ("teacher_epochs", 1), ("forget_rate", 0.5)):
+        # only where the method has the key with a value of that type (MIAN's bottleneck is a mode name)
+        if key in defaults and type(defaults[key]) is type(value):
             params[key] = value
     return resolve_params(impl, params)
 

@@ -105,3 +105,20 @@ def test_yaml_is_loaded_safely(tmp_path):
     bad.write_text("device: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(yaml.YAMLError):
         load_config(bad)
+
+
+def test_every_deep_method_has_the_same_epoch_budget_on_mfeat():
+    # config/README.md, "Epoch budget": no row of default / smoke_all_methods is ranked after less training
+    from cmhash.config import load_config, resolve_method
+    from cmhash.methods import get_method_class
+    from cmhash.methods.shallow import ShallowHashing
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+    budgets = {}
+    for experiment in ("default", "smoke_all_methods"):
+        for name in cfg["experiments"][experiment]["methods"]:
+            impl, params = resolve_method(cfg, name, "mfeat")
+            if not issubclass(get_method_class(impl), ShallowHashing):
+                budgets[name] = params["epochs"]
+    assert len(budgets) >= 15
+    assert set(budgets.values()) == {40}, budgets

@@ -85,13 +85,31 @@ class AllZeroWeights(Method):
         return StepOutput(loss=((codes[0] - codes[1]) ** 2).mean(), weights=w)
 
 
+class Dropping(Method):
+    """Draws from torch's global generator inside the step (dropout, like DGCPN; sampled negatives, like UCCH)."""
+
+    impl = "_test_dropout"
+
+    def __init__(self, in_dims, n_classes, bits, params, multilabel=False):
+        super().__init__(in_dims, n_classes, bits, params, multilabel)
+        self.encoders = torch.nn.ModuleList(HashEncoder(d, [16], bits) for d in in_dims)
+
+    def training_step(self, xs, labels, epoch):
+        codes = self.encode([torch.nn.functional.dropout(x, 0.5, training=True) for x in xs])
+        noise = torch.randn(codes[0].shape)
+        return StepOutput(loss=((codes[0] - codes[1] + 0.01 * noise) ** 2).mean())
+
+
+TEST_METHODS = (TwoStage, Alternating, AllZeroWeights, Dropping)
+
+
 @pytest.fixture(autouse=True)
 def _registered():
-    for cls in (TwoStage, Alternating, AllZeroWeights):
+    for cls in TEST_METHODS:
         REGISTRY[cls.impl] = cls
     CALLS.clear()
     yield
-    for cls in (TwoStage, Alternating, AllZeroWeights):
+    for cls in TEST_METHODS:
         REGISTRY.pop(cls.impl)
 
 
@@ -126,6 +144,21 @@ def test_cosine_schedule_hand_values():
         opt.step()
         sched.step()
     assert seen == pytest.approx([0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)])
+
+
+def test_weighted_cosine_restarts_hand_values():
+    # periods [2, 2], weights [1, 0.5], eta_min 0, lr 1: e = 0..5 -> 1, 0.5, 0, 0.25, 0, 0 (cmhash.train docstring);
+    # the same schedule as XinchengSun/RFCMH lr_scheduler.py CosineAnnealingRestartLR (e <= cumulative end)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    stage = Stage(lr_schedule="cosine_restarts_weighted", schedule_options={"periods": [2, 2], "restart_weights": [1, 0.5]})
+    sched = build_schedulers(stage, {"main": opt}, epochs=6, batches_per_epoch=1)["main"]
+    seen = []
+    for _ in range(6):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([1.0, 0.5, 0.0, 0.25, 0.0, 0.0], abs=1e-12)
 
 
 def test_two_stages_train_the_declared_parameters_and_select_in_the_student_stage(monkeypatch):
@@ -179,6 +212,27 @@ def test_resume_across_a_stage_boundary_is_bit_identical(tmp_path, monkeypatch):
     for a, b in zip(ref.codes, resumed.codes):
         np.testing.assert_array_equal(a, b)
     assert ref.history["val_map_mean"] == resumed.history["val_map_mean"]
+
+
+def test_resume_restores_torchs_global_generator(tmp_path, monkeypatch):
+    ref = _train("_test_dropout", epochs=4)
+    ckpt = tmp_path / "ck.pt"
+    original = Dropping.training_step
+
+    def crash(self, xs, labels, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, xs, labels, epoch)
+
+    monkeypatch.setattr(Dropping, "training_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _train("_test_dropout", epochs=4, checkpoint_path=ckpt, checkpoint_every=1, checkpoint_key="k")
+    monkeypatch.setattr(Dropping, "training_step", original)
+    torch.manual_seed(12345)  # whatever the global generator holds now, the checkpoint's state must win
+    resumed = _train("_test_dropout", epochs=4, checkpoint_path=ckpt, checkpoint_every=1, checkpoint_key="k")
+    assert ref.history["loss"] == resumed.history["loss"]
+    for a, b in zip(ref.codes, resumed.codes):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_all_zero_weights_warn_with_run_and_epoch(caplog):

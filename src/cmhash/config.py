@@ -161,6 +161,11 @@ def _check_semantics(cfg: dict[str, Any], source: str) -> None:
             dupes = sorted({v for v in spelled if spelled.count(v) > 1})
             if dupes:
                 raise ConfigError(f"{source}: {where}.{key} lists {dupes} more than once; remove the duplicates")
+        if cfg["noise"]["kind"] != "redundant":
+            for i, rate in enumerate(exp["noise"]):
+                if not 0 <= float(rate) < 1:
+                    raise ConfigError(f"{source}: {where}.noise[{i}] = {rate} is outside [0, 1); only noise.kind "
+                                      "redundant (labels added per true label) takes rates >= 1")
         figures = exp.get("figures", {})
         if "spl_method" in figures and figures["spl_method"] not in exp["methods"]:
             raise ConfigError(f"{source}: {where}.figures.spl_method must be one of {where}.methods")

@@ -13,6 +13,16 @@ Recipes (``kind``):
   in each, one positive label (uniform among the row's positives) is switched off and one negative label
   (uniform among its negatives) is switched on, so exactly the chosen rows change and every row keeps
   its label count.
+- ``redundant`` -- the NACD recipe (Su et al., NeurIPS 2025, "redundant annotations"; official
+  ``Rose-bud/NACD`` ``noise_label/generate.py::_generate_noisy_labels``): EVERY row keeps all its true labels
+  and receives ``m_i = round(rate * n_i)`` extra positives, ``n_i`` = positives of the clean row, chosen
+  uniformly without replacement among the row's negatives (``min(m_i, C - n_i)`` of them: a row cannot take
+  more than all classes). ``rate`` is the "redundant rate" = added / true labels, any number >= 0 (the paper
+  uses 1.0, 1.5, 2.0, 2.5); the product is taken in float32 and rounded half to even, as ``torch.round`` of
+  the code's float32 tensor (so 2.5 x 1 label adds 2, 1.5 x 1 adds 2, 1.5 x 3 adds 4). True labels are never
+  removed, so label counts grow; on single-label data ``rate <= 0.5`` adds nothing (``round(0.5) = 0``),
+  ``0.5 < rate < 1.5`` one label per row and ``rate = 1.5`` two. ``selected`` marks the rows with ``m_i > 0``;
+  ``changed`` those that received at least one label (a row already holding every class is selected but unchanged).
 
 Published noise realisations (RSHNL/SEHA ``*_noise_labels_<r>_sym.mat`` with key ``noisy_label``; RCH/NSRMH
 HDF5 with ``result`` and ``True``) are read by :func:`import_noisy_labels`, so a run can use exactly a
@@ -39,7 +49,7 @@ import numpy as np
 from .data.matfiles import ArrayFile, DatasetFileError
 from .store import atomic_h5, get_attr, open_h5, sha256_file
 
-KINDS: tuple[str, ...] = ("sym", "flip", "multilabel_flip")
+KINDS: tuple[str, ...] = ("sym", "flip", "multilabel_flip", "redundant")
 # Root attributes derived from the NoisyLabels fields; the caller's attrs may not override them.
 _DERIVED = ("kind", "rate", "seed", "n_classes", "n_selected", "realised_change_rate")
 
@@ -64,7 +74,7 @@ class NoisyLabels:
 
     @property
     def n_selected(self) -> int:
-        """Number of rows chosen for redrawing (``floor(rate * N)``)."""
+        """Number of rows chosen for redrawing (``floor(rate * N)``; ``redundant``: rows with ``m_i > 0``)."""
         return int(self.selected.sum())
 
     @property
@@ -91,6 +101,55 @@ def _check_rate(rate: Any) -> float:
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= float(rate) < 1.0):
         raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
     return float(rate)
+
+
+def _check_redundant_rate(rate: Any) -> float:
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, numbers.Real)
+        or not math.isfinite(float(rate))
+        or float(rate) < 0.0
+    ):
+        raise ValueError(f"redundant noise: rate (added / true labels per row) must be a number >= 0, got {rate!r}")
+    return float(rate)
+
+
+def n_redundant_labels(clean: np.ndarray, rate: float) -> np.ndarray:
+    """Per row, how many false labels the ``redundant`` recipe adds: ``min(round(rate * n_i), C)``.
+
+    ``n_i`` = positives of the row; the product is float32 and rounded half to even, exactly as NACD's
+    ``torch.round(noise_level * num_labels)`` (a Python float times an integer tensor gives float32), capped
+    at ``C`` as the code does. At most ``C - n_i`` of them can actually be placed (see the module docstring).
+    """
+    clean = np.asarray(clean)
+    n_pos = clean.sum(axis=1).astype(np.float32)
+    m = np.round(np.float32(rate) * n_pos).astype(np.int64)
+    return np.minimum(m, clean.shape[1])
+
+
+def _add_redundant_labels(rng: np.random.Generator, clean: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Per row: ``m_i`` uniform negatives switched on (all of them if fewer), the positives kept.
+
+    The ``m_i`` largest of ``C`` uniform keys with the positives' keys forced below every negative's -- the
+    same uniform ``m_i``-subset of the negatives as the code's ``topk`` over ``torch.rand`` with positives at 0.
+    """
+    keys = rng.random(clean.shape)
+    keys[clean == 1] = -1.0
+    ranks = np.argsort(np.argsort(-keys, axis=1, kind="stable"), axis=1)
+    add = (ranks < m[:, None]) & (clean == 0)
+    return (clean | add).astype(np.uint8)
+
+
+def _make_redundant(clean: Any, rate: Any, seed: int) -> NoisyLabels:
+    rate = _check_redundant_rate(rate)
+    clean = _check_labels(clean)
+    rng = np.random.Generator(np.random.PCG64(int(seed)))
+    m = n_redundant_labels(clean, rate)
+    noisy = _add_redundant_labels(rng, clean, m)
+    return NoisyLabels(
+        noisy=noisy, clean=clean, selected=m > 0, changed=(noisy != clean).any(axis=1), kind="redundant",
+        rate=rate, seed=int(seed),
+    )
 
 
 def _check_labels(clean: Any, what: str = "clean") -> np.ndarray:
@@ -134,8 +193,13 @@ def _move_one_label(rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
 def make_noisy_labels(clean: np.ndarray, rate: float, seed: int, kind: str = "sym") -> NoisyLabels:
     """Corrupt ``floor(rate * N)`` rows of the multi-hot ``clean`` labels with recipe ``kind``.
 
-    See the module docstring for the recipes. The label count of every row is preserved.
+    See the module docstring for the recipes. The label count of every row is preserved, except by
+    ``redundant``, which adds ``round(rate * n_i)`` false labels to every row (``rate`` may then exceed 1).
     """
+    if kind == "redundant":
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        return _make_redundant(clean, rate, int(seed))
     rate = _check_rate(rate)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
@@ -256,10 +320,11 @@ def import_noisy_labels(
     ``result`` (N x C noisy) and optionally ``True`` (N x C clean; RCH/NSRMH). The shape must equal that of
     ``clean`` (same samples in the same order, same classes; RSHNL's 1-based files need
     ``dummy_class_column: true``); a ``True`` array must equal ``clean``. The file does not say which
-    rows were drawn, so ``selected`` is set to the changed rows. ``rate``, ``seed`` and ``kind`` are recorded.
+    rows were drawn, so ``selected`` is set to the changed rows. ``rate``, ``seed`` and ``kind`` are recorded
+    (``kind="redundant"`` accepts NACD's rates >= 1, e.g. its ``*-lall-noise_<r>.h5`` files).
     """
     path = Path(path)
-    rate = _check_rate(rate)
+    rate = _check_redundant_rate(rate) if kind == "redundant" else _check_rate(rate)
     clean = _check_labels(clean)
     src = ArrayFile(path, "published noisy labels (noisy_label, or result/True)")
     if src.has("noisy_label"):

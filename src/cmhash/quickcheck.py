@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         t0 = time.perf_counter()
         res = train_model(impl, params, args.bits, train, split("val"), split("test"), noisy.changed, args.seed,
                           device=args.device, modalities=tuple(mods), run_name=f"{impl}@{rate}",
-                          clean_labels=noisy.clean, database=split("database"))
+                          clean_labels=noisy.clean, database=split("database"), noise_rate=rate)
         test, db = split("test"), split("database") or split("test")
         dbc = res.database_codes or res.codes
         i2t = metrics.mean_average_precision(res.codes[0], dbc[1], test.labels, db.labels)

@@ -77,7 +77,7 @@ def train_run(
         spec["impl"], spec["params"], int(bits), train, split("val"), split("test"),
         noisy_flags=noisy.changed, seed=int(seed), modalities=tuple(mods), run_name=run_name,
         checkpoint_path=checkpoint, checkpoint_key=run_hash, clean_labels=noisy.clean,
-        database=split("database"), **_train_options(cfg),
+        database=split("database"), noise_rate=float(noise), **_train_options(cfg),
     )
     write_train_file(out_path, result, feats, mods, spec, run_hash, noisy.changed)
     checkpoint.unlink(missing_ok=True)

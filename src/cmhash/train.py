@@ -174,6 +174,7 @@ def train_model(
     amp: bool = False,
     deterministic: bool = False,
     database: SplitData | None = None,
+    noise_rate: float | None = None,
 ) -> TrainResult:
     """Train ``impl`` with resolved ``params`` on ``train`` (noisy labels) and return test codes + history.
 
@@ -189,6 +190,7 @@ def train_model(
     mode that reproduces a published code's label leakage).
     ``amp``: bfloat16 autocast of the training steps on CUDA (ignored on the CPU, with a log line).
     ``deterministic``: deterministic torch kernels (:func:`set_deterministic`; process-wide).
+    ``noise_rate``: the run's nominal noise rate, given to methods that declare ``uses_noise_rate`` (CMMQ).
     """
     dev = resolve_device(device)
     if deterministic:
@@ -214,6 +216,7 @@ def train_model(
     ys = to_dev(train.labels)
     if model.needs_clean_labels and clean_labels is None:
         raise ValueError(f"{run_name}: method {impl} (reference-compatible mode) needs the clean training labels")
+    model.noise_rate = None if noise_rate is None else float(noise_rate)
     model.on_train_start(xs, ys, to_dev(clean_labels) if model.needs_clean_labels else None)
     plan = stage_plan(model.stages(), params, run_name)
     epochs = sum(n for _, n in plan)
@@ -233,6 +236,10 @@ def train_model(
     if state is not None:
         model.load_state_dict(state["model"])
         perm_gen.set_state(state["perm_gen"])
+        # methods may draw from torch's global generator (dropout, sampled negatives): restore it too
+        torch.set_rng_state(state["torch_rng"])
+        if dev.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], dev)
         record.load_state(state["record"])
         best_model = state["best_model"]
         first_epoch = state["epoch"] + 1
@@ -284,6 +291,8 @@ def train_model(
             save_checkpoint(checkpoint_path, {
                 "key": checkpoint_key, "epoch": epoch, "model": model.state_dict(), "stage": stage_index,
                 "optimization": current.state(), "perm_gen": perm_gen.get_state(), "record": record.state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
                 "best_model": best_model,
             })
 
@@ -356,8 +365,42 @@ def build_schedulers(
     if stage.lr_schedule == "cosine":
         opts.setdefault("T_max", max(1, epochs * (batches_per_epoch if stage.schedule_interval == "step" else 1)))
     cls = {"cosine": sched.CosineAnnealingLR, "cosine_restarts": sched.CosineAnnealingWarmRestarts,
+           "cosine_restarts_weighted": CosineRestartsWeighted,
            "step": sched.StepLR, "multistep": sched.MultiStepLR, "exponential": sched.ExponentialLR}[stage.lr_schedule]
     return {name: cls(opt, **opts) for name, opt in optimizers.items()}
+
+
+class CosineRestartsWeighted(torch.optim.lr_scheduler.LRScheduler):
+    r"""Cosine annealing with restarts of given lengths and peak weights (BasicSR's CosineAnnealingRestartLR).
+
+    With periods ``P_0, P_1, ...`` (cumulative ends ``E_r``), weights ``w_r`` and ``eta_min``: at step ``e``, ``r`` is
+    the first period with ``e <= E_r`` (so each period is closed: ``e = E_r`` reaches ``eta_min``) and
+    ``lr = eta_min + w_r (lr_0 - eta_min) (1 + cos(pi (e - E_{r-1}) / P_r)) / 2`` (``E_{-1} = 0``); past the last
+    period the lr stays at ``eta_min``. Hand check (periods [2, 2], weights [1, 0.5], eta_min 0, lr_0 1):
+    e = 0..4 -> 1, 0.5, 0, 0.25, 0.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, periods: list[int], restart_weights: list[float] | None = None,
+                 eta_min: float = 0.0, last_epoch: int = -1):
+        if not periods or any(int(p) < 1 for p in periods):
+            raise ValueError(f"periods must be positive integers, got {periods}")
+        self.periods = [int(p) for p in periods]
+        self.restart_weights = [1.0] * len(periods) if restart_weights is None else [float(w) for w in restart_weights]
+        if len(self.restart_weights) != len(self.periods):
+            raise ValueError("periods and restart_weights must have the same length")
+        self.eta_min = float(eta_min)
+        self.cumulative = list(np.cumsum(self.periods))
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        e = self.last_epoch
+        for r, end in enumerate(self.cumulative):
+            if e <= end:
+                start = 0 if r == 0 else self.cumulative[r - 1]
+                w = self.restart_weights[r]
+                return [self.eta_min + w * 0.5 * (base - self.eta_min) * (1 + math.cos(math.pi * (e - start) / self.periods[r]))
+                        for base in self.base_lrs]
+        return [self.eta_min for _ in self.base_lrs]
 
 
 class StageRunner:

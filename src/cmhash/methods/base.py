@@ -50,8 +50,11 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 #: LR schedules a stage may ask for, with the options each takes (torch.optim.lr_scheduler semantics):
 #: ``cosine`` (CosineAnnealingLR: T_max [default: the stage's epochs or steps], eta_min),
 #: ``cosine_restarts`` (CosineAnnealingWarmRestarts: T_0, T_mult, eta_min), ``step`` (StepLR: step_size, gamma),
-#: ``multistep`` (MultiStepLR: milestones, gamma), ``exponential`` (ExponentialLR: gamma).
-LR_SCHEDULES = ("constant", "cosine", "cosine_restarts", "step", "multistep", "exponential")
+#: ``multistep`` (MultiStepLR: milestones, gamma), ``exponential`` (ExponentialLR: gamma),
+#: ``cosine_restarts_weighted`` (:class:`cmhash.train.CosineRestartsWeighted`: periods, restart_weights, eta_min;
+#: the BasicSR-style schedule RFCMH's code uses).
+LR_SCHEDULES = ("constant", "cosine", "cosine_restarts", "cosine_restarts_weighted", "step", "multistep",
+                "exponential")
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,12 @@ class Method(nn.Module):
     #: differ only in their noisy labels can be trained as one stacked network (:mod:`cmhash.stacked`).
     #: Only for methods without per-sample state, training hooks or randomness inside the step.
     stackable: ClassVar[bool] = False
+
+    #: ``True``: the method reads :attr:`noise_rate`, the run's nominal noise rate, which the loop sets before
+    #: :meth:`on_train_start` (only for methods whose published code is given the true rate, e.g. CMMQ's forget
+    #: rate). ``None`` when the caller did not pass one.
+    uses_noise_rate: ClassVar[bool] = False
+    noise_rate: float | None = None
 
     #: ``True``: the method updates its parameters itself inside :meth:`training_step` through the ``step=``
     #: callable the loop passes (alternating updates); the loop takes no optimiser step of its own.

@@ -1,41 +1,63 @@
-r"""SEHA: Learning Cross-modal Self-distillation Hashing with Noisy Labels (public code LYXRhythm/SEHA).
+r"""SEHA: Learning Cross-modal Self-distillation Hashing with Noisy Labels (authors and venue are not stated in
+the repository).
 
-Networks as RSHNL: per modality MLP -> tanh -> L2 norm gives ``h_i^m``; learned class centres ``C``;
-class probabilities ``p_i^m = softmax(h_i^m C^T)`` (no temperature).
+Sources. Paper: the full text was not found (searched the stored web pages for the title and the module names);
+the README's abstract is the paper statement used here: a Dual Contrastive Learning module (DCL, cross-modal
+consistency at feature and hash level) and a Self-distillation Learning module (SDL) that contrasts the
+external (noisy) supervision with the model's historically stabilised predictions. Official code:
+LYXRhythm/SEHA @ ``7c36487`` (2026-01-09; the code came in one commit ``4105af5``, later commits only touch the
+README and a default dataset name). Files read: ``losses.py`` (``SEHALoss``: ``intra_modal_loss``,
+``inter_modal_loss``, ``forward``), ``model.py`` (``FeatureExtractor``, ``Embedding``, ``CMNN``), ``train.py``
+(loop, soft-label construction, validation pass, model selection), ``utils.py`` (defaults), ``load_data.py``
+(splits, noise), ``evaluate.py`` (MAP), the four ``run_*.bat`` scripts, README.
 
-Objective ``L = L_SDL + lamda * L_DCL``:
+Networks (``model.py``, as RSHNL's): per modality Linear(d, 4096) -> ReLU -> Linear(4096, 4096) -> ReLU ->
+Linear(4096, K, no bias; weight U(-1/sqrt(d), 1/sqrt(d))) -> tanh -> L2 norm gives ``h_i^m``; class centres
+``C = norm(tanh(MLP(I_C)))`` (C -> 4096 -> 4096 -> K, last weight U(-1/sqrt(C), 1/sqrt(C))); class probabilities
+``p_i^m = softmax(h_i^m C^T)`` (no temperature). One Adam over both (lr 1e-4, no weight decay, no schedule).
 
-* Dual Contrastive Learning (inter-modal), cross-modal InfoNCE (:func:`cmhash.losses.contrastive.cross_modal_info_nce`)
-  on the hash features and on the class-probability vectors, the code's two identical directions summed::
+Objective ``L = L_SDL + lamda * L_DCL`` (``SEHALoss.forward``):
 
-      L_DCL = 2 [ NCE(h^1, h^2) + prob_weight * NCE(p^1, p^2) ]
+* DCL (``inter_modal_loss``), with ``Z = [z^1; z^2]`` the ``2B`` stacked rows and ``a'`` the other-modality
+  partner of anchor ``a``::
 
-* Self-distillation Learning (intra-modal). Warm-up (``epoch <= warmup_epochs``): cross-entropy with the
-  given labels, ``-sum_m sum_c ybar_ic log p_ic^m`` (``ybar`` = label row normalised to sum 1). Afterwards
-  per-sample soft-label tables ``S^1, S^2`` (``N_train x C``) are updated by an EMA before the loss,
-  ``S_i^m <- mu S_i^m + (1 - mu) stopgrad(p_i^m)``, and::
+      NCE(z) = mean_a -log( exp(z_a.z_a'/tau) / sum_{b != a} exp(z_a.z_b/tau) + 1e-8 )
+      L_DCL  = 2 [ NCE(h) + prob_weight * NCE(p) ]        (the code's two directions are equal: factor 2)
 
-      L_SDL = mean_i sum_{a in {1,2}} sum_{b in {1,2}} -sum_c S_ic^b log p_ic^a
+  on the hash features ``h`` and on the probability vectors ``p`` (raw dot products of softmax vectors),
+  :func:`cmhash.losses.contrastive.cross_modal_info_nce`.
+* SDL (``intra_modal_loss``). Warm-up, ``epoch <= warmup_epochs`` (epochs 0..5, six epochs): cross-entropy
+  with the noisy labels ``L_SDL = mean_i sum_m -sum_c ybar_ic log p_ic^m``. Afterwards, per-sample soft-label
+  tables ``S^1, S^2`` (``N_train x C``) are updated BEFORE the loss, ``S_i^m <- mu S_i^m + (1 - mu) stopgrad(p_i^m)``,
+  and ``L_SDL = mean_i sum_{a in {1,2}} sum_{b in {1,2}} -sum_c S_ic^b log p_ic^a``
+  (:func:`cmhash.losses.classification.cross_soft_label_distillation`).
 
-  Hand check (:func:`self_distillation_loss`, 2 classes): ``p^1 = p^2 = [[.8,.2],[.5,.5],[.25,.75]]``,
-  ``S^1 = [[1,0],[0,1],[0,1]]``, ``S^2 = [.5,.5]`` every row: sample 1 gives
-  ``2(-log .8) + 2(-(.5 log .8 + .5 log .2))``, sample 2 ``4 log 2``, sample 3 ``2(-log .75) + 2(-(.5 log .25 + .5 log .75))``;
-  the loss is their mean.
+  Hand check (2 classes): ``p^1 = p^2 = [[.8,.2],[.5,.5],[.25,.75]]``, ``S^1 = [[1,0],[0,1],[0,1]]``,
+  ``S^2 = [.5,.5]`` every row: sample 1 gives ``2(-log .8) + 2(-(.5 log .8 + .5 log .2))``, sample 2 ``4 log 2``,
+  sample 3 ``2(-log .75) + 2(-(.5 log .25 + .5 log .75))``; the loss is their mean.
 
-Defaults (published code, ``utils.py``): lamda 0.005, prob_weight 0.01, momentum 0.995, warm-up 5, tau 1,
-lr 1e-4, batch 256, 150 epochs, hidden [4096, 4096]; no per-dataset values are published.
+Defaults (``utils.py``): lamda 0.005, momentum 0.995, warm-up (``tp``) 5, tau 1, lr 1e-4, batch 256, 150 epochs,
+hidden [4096, 4096] (both the hash nets and the centre generator); prob_weight 0.01 is hard-coded in
+``inter_modal_loss``; ``q`` and ``linear`` are parsed but unused. The ``.bat`` scripts sweep only bits and noise:
+no per-dataset values are published. Defaults here follow the code, except the soft-label start (below).
 
-Departures, guesses and the leakage flag:
+Departures (from the code, and what ``reference_compatible`` restores):
 
-- Default: the soft labels start from the NOISY training labels (row-normalised). ``reference_compatible:
-  true`` starts them from the CLEAN training labels, as the published code does. That is label leakage: only
-  in that mode does the training loop hand the clean labels to the method (``needs_clean_labels``).
-- ``reference_compatible: true`` also reproduces the published code's validation pass, which runs the
-  criterion on the validation batches and so EMA-writes their predictions into the soft labels of TRAINING
-  rows ``0 .. n_valid-1`` (batch positions taken as training indices) after every post-warm-up epoch
-  (:meth:`on_validation`). Its validation split lying inside the test split is a data-protocol matter
-  (dataset option ``split.val_source: test``).
-- Multi-label rows: the warm-up cross-entropy uses the row-normalised label (guess; the code is single-label).
+- Soft labels start from the NOISY training labels (the abstract's "external supervision"; row-normalised, which
+  is the code's one-hot row for single-label data). The code builds ``SEHALoss(noisy_labels=input_data_par
+  ['label_train'])``, which is the CLEAN training label matrix (``load_data.py`` keeps the noisy one in
+  ``label_noisy``): label leakage. ``reference_compatible: true`` starts them from the clean labels (only then does
+  the training loop hand the clean labels to the method, ``needs_clean_labels``).
+- ``reference_compatible: true`` also reproduces the code's validation pass: after each post-warm-up epoch the
+  criterion runs on the validation batches (in order, ``batch_size`` at a time) and its EMA write puts their
+  predictions into the soft labels of TRAINING rows ``0 .. n_valid-1`` (:meth:`SEHA.on_validation`).
+- Not implemented: the ``GCE`` and ``RC`` warm-up losses (``--loss_type``; default ``CE`` is implemented).
+- ``log`` clamped at 1e-12 in the cross-entropies (the code takes ``log`` of the softmax directly).
+- Multi-label rows (the code is single-label): the warm-up cross-entropy and the soft-label start use the
+  row-normalised label.
+- Protocol (not this module's): the code's validation split lies inside its test split for xmedia, INRIA and
+  xmedianet (dataset option ``split.val_source: test`` reproduces it); its MAP scores queries without a relevant
+  item as 0. Here every method selects its best epoch on a disjoint validation split.
 """
 
 from __future__ import annotations
@@ -44,20 +66,14 @@ from typing import Any
 
 import torch
 
+from ..losses.classification import cross_soft_label_distillation
 from ..losses.contrastive import cross_modal_info_nce
 from ..nets import CenterGenerator, HashEncoder
 from .base import Method, StepOutput, register
 from .common import normalise_rows
 
-
-def self_distillation_loss(probs: list[torch.Tensor], soft: list[torch.Tensor], eps: float = 1e-12) -> torch.Tensor:
-    """``mean_i sum_a sum_b -sum_c S^b_ic log p^a_ic`` (every modality pulled to both soft-label tables)."""
-    total = torch.zeros((), dtype=probs[0].dtype, device=probs[0].device)
-    for p in probs:
-        log_p = torch.log(p.clamp(min=eps))
-        for s in soft:
-            total = total - (s * log_p).sum(dim=1).mean()
-    return total
+# the term's name as earlier callers import it from this module
+self_distillation_loss = cross_soft_label_distillation
 
 
 @register
@@ -131,7 +147,7 @@ class SEHA(Method):
                 raise RuntimeError("seha: on_train_start was not called (no soft-label table)")
             with torch.no_grad():
                 self._ema_write(probs, index)
-            sdl = self_distillation_loss(probs, [self.soft_labels[0, index], self.soft_labels[1, index]])
+            sdl = cross_soft_label_distillation(probs, [self.soft_labels[0, index], self.soft_labels[1, index]])
         nce_h = cross_modal_info_nce(codes, p["tau"])
         nce_p = cross_modal_info_nce(probs, p["tau"])
         dcl = 2.0 * (nce_h + p["prob_weight"] * nce_p)
