@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from toy_data import toy_splits
+from toy_data import toy_batch, toy_splits
 
 from cmhash.losses.contrastive import code_symmetric_kl_per_sample, column_info_nce_per_sample
 from cmhash.losses.proxy import center_bce, hadamard_hash_centers, hadamard_matrix, label_hash_centers
@@ -27,9 +27,7 @@ def _make(bits=16, n_classes=3, **params):
 
 
 def _batch(n=12, c=3):
-    g = torch.Generator().manual_seed(0)
-    xs = [torch.randn(n, d, generator=g) for d in (10, 8)]
-    return xs, torch.nn.functional.one_hot(torch.arange(n) % c, c).to(torch.float32)
+    return toy_batch(n, c=c, float_labels=True)
 
 
 # ---------------------------------------------------------------- hash centres

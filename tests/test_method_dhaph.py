@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from toy_data import toy_splits
+from toy_data import toy_batch, toy_splits
 
 from cmhash.losses.hyperbolic import (
     expmap0,
@@ -34,9 +34,7 @@ def _make(bits=8, n_classes=3, **params):
 
 
 def _batch(n=12, c=3):
-    g = torch.Generator().manual_seed(0)
-    xs = [torch.randn(n, d, generator=g) for d in (10, 8)]
-    return xs, torch.nn.functional.one_hot(torch.arange(n) % c, c).to(torch.float32)
+    return toy_batch(n, c=c, float_labels=True)
 
 
 def _published_msloss(image_feature, text_feature, labels, epoch, totalepoch, temperature=0.3):

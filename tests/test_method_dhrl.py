@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from toy_data import toy_splits
+from toy_data import toy_batch, toy_splits
 
 from cmhash.losses.classification import label_ranking_error, summed_bce_with_logits
 from cmhash.methods import get_method_class, resolve_params
@@ -23,9 +23,7 @@ def _make(bits=8, n_classes=3, **params):
 
 
 def _batch(n=12, c=3):
-    g = torch.Generator().manual_seed(0)
-    xs = [torch.randn(n, d, generator=g) for d in (10, 8)]
-    return xs, torch.nn.functional.one_hot(torch.arange(n) % c, c).to(torch.float32)
+    return toy_batch(n, c=c, float_labels=True)
 
 
 def _published_ranking(y, p, alpha, beta):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from toy_data import toy_splits
+from toy_data import toy_batch, toy_splits
 
 from cmhash.losses.partial import (
     class_aware_contrastive_loss,
@@ -227,10 +227,7 @@ def _make(bits=16, **params):
 
 
 def _batch(n=12, dims=(10, 8), c=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    xs = [torch.randn(n, d, generator=g) for d in dims]
-    y = torch.nn.functional.one_hot(torch.arange(n) % c, c)
-    return xs, y
+    return toy_batch(n, dims, c, seed)
 
 
 def test_defaults_follow_the_official_code():

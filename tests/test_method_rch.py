@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from toy_data import toy_splits
+from toy_data import toy_batch, toy_splits
 
 from cmhash.losses.proxy import proxy_regression_errors, worst_positive_error
 from cmhash.losses.quantization import magnitude_quantization_per_sample
@@ -25,9 +25,7 @@ def _make(bits=16, **params):
 
 
 def _batch(n=12, dims=(10, 8), c=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    xs = [torch.randn(n, d, generator=g) for d in dims]
-    return xs, torch.nn.functional.one_hot(torch.arange(n) % c, c)
+    return toy_batch(n, dims, c, seed)
 
 
 def published_robust_loss(u, v, y, lam, shift=1.0, margin=0.2, tau=1.0):

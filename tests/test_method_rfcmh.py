@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from toy_data import toy_splits
+from toy_data import toy_batch, toy_splits
 
 from cmhash.losses import contrastive, fuzzy
 from cmhash.methods import get_method_class, resolve_params
@@ -212,10 +212,7 @@ def pub_cosine_restart_lr(epoch, base_lr, periods=(50, 50, 50), restart_weights=
 # --- helpers ---------------------------------------------------------------------------------------------------
 
 def _batch(n=12, dims=(10, 8), c=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    xs = [torch.randn(n, d, generator=g) for d in dims]
-    y = F.one_hot(torch.arange(n) % c, c)
-    return xs, y
+    return toy_batch(n, dims, c, seed)
 
 
 def _make(bits=16, n_classes=3, **params):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from toy_data import toy_splits
+from toy_data import toy_batch, toy_splits
 
 from cmhash.losses.partial import jaccard_similarity
 from cmhash.losses.selection import neighbour_label_reliability
@@ -29,9 +29,7 @@ def _make(bits=16, **params):
 
 
 def _batch(n=12, dims=(10, 8), c=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    xs = [torch.randn(n, d, generator=g) for d in dims]
-    return xs, torch.nn.functional.one_hot(torch.arange(n) % c, c)
+    return toy_batch(n, dims, c, seed)
 
 
 # Plke/SCBCH @ cfcc18c, train.py, class MultiLabelLoss, transcribed literally (self.* as arguments)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from toy_data import toy_splits
+from toy_data import toy_batch, toy_splits
 
 from cmhash.losses.classification import cross_soft_label_distillation
 from cmhash.losses.contrastive import cross_modal_info_nce
@@ -20,10 +20,7 @@ def _params(**extra):
 
 
 def _batch(n=12, dims=(10, 8), c=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    xs = [torch.randn(n, d, generator=g) for d in dims]
-    y = torch.nn.functional.one_hot(torch.arange(n) % c, c).to(torch.float32)
-    return xs, y
+    return toy_batch(n, dims, c, seed, float_labels=True)
 
 
 def _make(bits=8, **extra):

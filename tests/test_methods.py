@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from toy_data import toy_splits
+from toy_data import toy_batch, toy_splits
 
 from cmhash.methods import get_method_class, resolve_params
 from cmhash.train import train_model
@@ -14,10 +14,7 @@ CORE = ["ce_baseline", "rshnl"]
 
 
 def _batch(n=12, dims=(10, 8), c=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    xs = [torch.randn(n, d, generator=g) for d in dims]
-    y = torch.nn.functional.one_hot(torch.arange(n) % c, c)
-    return xs, y
+    return toy_batch(n, dims, c, seed)
 
 
 def _make(impl, bits=16, **params):

@@ -30,3 +30,14 @@ def toy_splits(
 
     train, val, test = (split(n) for n in sizes)
     return train, val, test
+
+
+def toy_batch(n: int = 12, dims: tuple[int, int] = (10, 8), c: int = 3, seed: int = 0, float_labels: bool = False):
+    """One mini-batch for method unit tests: standard-normal features of both views (generator seeded with
+    ``seed``) and one-hot labels cycling through ``c`` classes (int64, or float32 with ``float_labels``)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(n, d, generator=g) for d in dims]
+    y = torch.nn.functional.one_hot(torch.arange(n) % c, c)
+    return xs, (y.to(torch.float32) if float_labels else y)
