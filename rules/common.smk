@@ -177,34 +177,44 @@ def dataset_input_files(wildcards):
 
     ds = config["datasets"][wildcards.dataset]
     key = f"datasets.{wildcards.dataset}." + ("files" if ds.get("files") else "path")
-    return [_require_file(p, key, f"format {ds['format']}") for p in input_files(wildcards.dataset, ds, DATA_ROOT)]
+    try:
+        files = input_files(wildcards.dataset, ds, DATA_ROOT)
+    except (OSError, ValueError) as exc:  # a raw release's folder or list is missing: the message names it
+        raise WorkflowError(str(exc)) from None
+    return [_require_file(p, key, f"format {ds['format']}") for p in files]
 
 
 def extracted_features(wildcards):
-    """The features stage's file of a `folder` dataset (rules/features.smk); none for other formats."""
-    if config["datasets"][wildcards.dataset]["format"] != "folder":
+    """The features stage's file of a corpus dataset (folder, raw releases: rules/features.smk); else none."""
+    from cmhash.data.folder import CORPUS_FORMATS
+
+    if config["datasets"][wildcards.dataset]["format"] not in CORPUS_FORMATS:
         return []
     return f"results/features/{wildcards.dataset}.h5"
 
 
 def folder_inputs(wildcards):
-    """Table, image folder and (when a file) the backbone weights of a `folder` dataset, checked at DAG time."""
-    from cmhash.data.folder import folder_sources
+    """Table or release files, image folder, backbone weights and text model of a corpus dataset, checked at DAG time."""
+    from cmhash.data.folder import CORPUS_FORMATS, folder_sources
 
     name = wildcards.dataset
     ds = config["datasets"][name]
-    if ds["format"] != "folder":
+    if ds["format"] not in CORPUS_FORMATS:
         raise WorkflowError(
-            f"results/features/{name}.h5: datasets.{name} has format {ds['format']}; only format folder "
-            "datasets have a features stage"
+            f"results/features/{name}.h5: datasets.{name} has format {ds['format']}; only the formats "
+            f"{sorted(CORPUS_FORMATS)} have a features stage"
         )
-    keys = {"table": "path", "images": "folder.images", "weights": "folder.weights"}
-    sources = folder_sources(name, ds, DATA_ROOT)
+    keys = {"table": "path", "images": "folder.images", "weights": "folder.weights", "text_model": "folder.text_model"}
+    try:
+        sources = folder_sources(name, ds, DATA_ROOT)
+    except (OSError, ValueError) as exc:
+        raise WorkflowError(str(exc)) from None
+    section = "'Your own images and texts'" if ds["format"] == "folder" else "'Raw public releases'"
     for role, path in sources.items():
         if not Path(path).exists():
             raise WorkflowError(
-                f"datasets.{name}.{keys[role]}: {path} not found (relative to data_root = {DATA_ROOT}); "
-                "see config/README.md, 'Your own images and texts'."
+                f"datasets.{name}.{keys.get(role, 'path')}: {path} ({role}) not found (relative to data_root = "
+                f"{DATA_ROOT}); see config/README.md, {section}."
             )
     return {role: str(path) for role, path in sources.items()}
 

@@ -357,7 +357,7 @@ def test_errors_name_the_file_the_key_and_the_fix(tmp_path, corpus, extracted):
 
 def test_schema_describes_the_folder_keys_with_the_library_defaults():
     folder = load_schema()["properties"]["datasets"]["additionalProperties"]["properties"]["folder"]
-    assert {k: v["default"] for k, v in folder["properties"].items()} == FOLDER_DEFAULTS
+    assert {k: v["x-default"] for k, v in folder["properties"].items()} == FOLDER_DEFAULTS
     assert all(v.get("description") for v in folder["properties"].values())
     base = {"methods": {"CE": {"impl": "ce_baseline"}},
             "experiments": {"e": {"datasets": ["own"], "methods": ["CE"], "noise": [0.2], "bits": [8], "seeds": [0]}}}

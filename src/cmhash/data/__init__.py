@@ -9,6 +9,8 @@ Supported ``format`` values:
 - ``canonical``: an existing ``cmhash.features/1`` file (bring your own dataset).
 - ``folder``: your own images + a table of texts and labels, through an image backbone and a text
   vectoriser (:mod:`cmhash.data.folder`).
+- raw public releases through the same features stage: ``wikipedia``, ``mirflickr``, ``pascal_sentence``;
+  ``wikipedia_svcl`` reads the original Wikipedia feature release (:mod:`cmhash.data.raw`).
 - published benchmark layouts (``rshnl_wiki``, ``seha``, ``mrl_h5``, ``xmedia``, ``inria``, ``xmedianet``,
   ``ucch``, ``dcmh``, ``nsrmh``, ``rch``): see :mod:`cmhash.data.readers`.
 """
@@ -24,8 +26,9 @@ import numpy as np
 
 from ..store import sha256_file
 from .canonical import Features, read_features, stratified_split, validate_features, write_features
-from .folder import folder_sources, prepare_folder
+from .folder import CORPUS_FORMATS, folder_sources, prepare_corpus
 from .mfeat import read_mfeat_resource
+from .raw import RAW_FEATURE_FORMATS
 from .readers import READERS, source_files
 from .synthetic import make_synthetic
 
@@ -199,7 +202,8 @@ FORMATS: dict[str, Callable[[str, Mapping[str, Any], str | os.PathLike], Feature
     "mfeat": _prepare_mfeat,
     "synthetic": _prepare_synthetic,
     "canonical": _prepare_canonical,
-    "folder": prepare_folder,
+    **{fmt: prepare_corpus for fmt in CORPUS_FORMATS},
+    **{fmt: prepare for fmt, (prepare, _) in RAW_FEATURE_FORMATS.items()},
     **READERS,
 }
 
@@ -211,8 +215,11 @@ def input_files(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLike)
         return list(source_files(name, cfg, data_root).values())
     if fmt in ("mfeat", "canonical") and "path" in cfg:
         return [_resolve(name, cfg, data_root)]
-    if fmt == "folder":
-        return [folder_sources(name, cfg, data_root)["table"]]  # images: see rules/features.smk
+    if fmt in CORPUS_FORMATS:  # images, weights, text model: inputs of the features stage (rules/features.smk)
+        skip = ("images", "weights", "text_model")
+        return [p for role, p in folder_sources(name, cfg, data_root).items() if role not in skip]
+    if fmt in RAW_FEATURE_FORMATS:
+        return list(RAW_FEATURE_FORMATS[fmt][1](name, cfg, data_root).values())
     return []
 
 
@@ -226,13 +233,14 @@ def prepare_dataset(
 
     Relative ``cfg["path"]`` values are resolved against ``data_root``. Raises ``ValueError`` for an
     unknown ``format`` (listing the known ones) and ``FileNotFoundError`` for a missing input file.
-    ``extracted``: format ``folder`` only, the features stage's file (else features are extracted now).
+    ``extracted``: corpus formats only (folder and the raw releases), the features stage's file (else
+    features are extracted now).
     """
     fmt = cfg.get("format")
     if fmt not in FORMATS:
         raise ValueError(f"datasets.{name}.format is {fmt!r}; known formats: {', '.join(FORMATS)}")
-    if fmt == "folder":
-        features = prepare_folder(name, cfg, data_root, extracted)
+    if fmt in CORPUS_FORMATS:
+        features = prepare_corpus(name, cfg, data_root, extracted)
     else:
         features = FORMATS[fmt](name, cfg, data_root)
     features.attrs.setdefault("format", fmt)

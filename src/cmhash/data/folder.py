@@ -1,19 +1,21 @@
-"""Your own corpus (``format: folder``): a folder of images + a table of texts and labels -> canonical features.
+"""Corpora of the features stage: your own images + table (``format: folder``) and the raw public releases.
 
 Two steps, so that changing the split or the labels never re-runs the expensive image network:
 
-1. :func:`extract_corpus` (workflow rule ``extract_features``): every row of the table -> image features
+1. :func:`extract_corpus` (workflow rule ``extract_features``): every pair of the corpus -> image features
    (:mod:`cmhash.data.backbones`) and text features (:mod:`cmhash.data.texts`), written by
    :func:`write_extracted` to ``results/features/{dataset}.h5`` (schema ``cmhash.extracted/1``, see
    docs/file_formats.md).
-2. :func:`prepare_folder` (rule ``prepare_dataset``): labels from the table, rows without labels dropped
-   or reported, the split made with the existing helpers (:func:`~cmhash.data.canonical.stratified_split`
-   or :func:`~cmhash.data.readers.query_train_split`) -> :class:`~cmhash.data.canonical.Features`.
+2. :func:`prepare_corpus` (rule ``prepare_dataset``): labels from the corpus, rows without labels dropped
+   or reported, the split made with the existing helpers (:func:`~cmhash.data.canonical.stratified_split`,
+   :func:`~cmhash.data.readers.query_train_split` or the release's own lists) -> :class:`Features`.
    Without an extracted file it runs step 1 in memory, so the library works without Snakemake.
 
-The dataset entry: ``path`` = the table (CSV; ``.tsv``/``.tab`` = tab-separated), ``folder`` = the keys of
-:data:`FOLDER_DEFAULTS` (documented in config/README.md), ``split`` and ``drop_unlabelled`` as for other
-formats.
+Which files make the corpus is the format's reader (:data:`CORPUS_FORMATS`): ``folder`` reads a table
+(``path`` = CSV; ``.tsv``/``.tab`` = tab-separated) of image file names, texts and labels; ``wikipedia``,
+``mirflickr`` and ``pascal_sentence`` read the raw releases (:mod:`cmhash.data.raw`). The ``folder`` block of
+the dataset entry holds the features stage's settings (:data:`FOLDER_DEFAULTS`, documented in config/README.md;
+each raw format has the papers' recipe as its defaults); its table keys apply to format ``folder`` only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import numpy as np
 
 from ..store import atomic_h5, check_schema, get_attr, sha256_file
 from .canonical import Features, stratified_split
+from .corpus import Corpus, CorpusFormat
+from .raw import RAW_FORMATS, official_split
 from .readers import query_train_split
 
 log = logging.getLogger(__name__)
@@ -52,7 +56,12 @@ FOLDER_DEFAULTS: dict[str, Any] = {
     "token_separator": "",
     "lowercase": True,
     "text_model": "",
+    "doc2vec_dim": 300,
+    "doc2vec_epochs": 20,
+    "doc2vec_window": 15,
 }
+#: Keys that describe format folder's table; the raw formats have a fixed layout instead.
+TABLE_KEYS = ("images", "image_column", "text_column", "label_column", "label_separator")
 #: Keys that only affect the labels: changing them re-runs prepare_dataset, not the extraction.
 LABEL_KEYS = ("label_column", "label_separator")
 MODALITIES = ("image", "text")
@@ -73,7 +82,15 @@ def folder_settings(name: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"datasets.{name}.folder: unknown key(s) {unknown}; known: {sorted(FOLDER_DEFAULTS)} (config/README.md)"
         )
-    settings = {**FOLDER_DEFAULTS, **block}
+    fmt = corpus_format(name, cfg)
+    if not fmt.table_keys:
+        table = sorted(set(block) & set(TABLE_KEYS))
+        if table:
+            raise ValueError(
+                f"datasets.{name}.folder: {table} describe a table (format folder); format {cfg['format']} reads "
+                "the release's own layout (config/README.md, 'Raw public releases'): remove them"
+            )
+    settings = {**FOLDER_DEFAULTS, **fmt.defaults, **block}
     from .backbones import FEATURE_DIMS
     from .texts import TEXT_FEATURES
 
@@ -93,10 +110,20 @@ def folder_settings(name: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     mods = cfg.get("modalities")
     if mods is not None and list(mods) != list(MODALITIES):
         raise ValueError(
-            f"datasets.{name}.modalities: format folder always names its modalities {list(MODALITIES)}; "
-            "remove the key (columns are chosen with folder.image_column / folder.text_column)"
+            f"datasets.{name}.modalities: format {cfg['format']} always names its modalities {list(MODALITIES)}; "
+            "remove the key"
         )
     return settings
+
+
+def corpus_format(name: str, cfg: Mapping[str, Any]) -> CorpusFormat:
+    """The :class:`CorpusFormat` of dataset ``name`` (an error for a format without a features stage)."""
+    fmt = cfg.get("format")
+    if fmt not in CORPUS_FORMATS:
+        raise ValueError(
+            f"datasets.{name}.format is {fmt!r}; the features stage reads formats {sorted(CORPUS_FORMATS)}"
+        )
+    return CORPUS_FORMATS[str(fmt)]
 
 
 def extraction_settings(name: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,21 +132,28 @@ def extraction_settings(name: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def folder_sources(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLike) -> dict[str, Path]:
-    """Input files of the extraction: ``table``, ``images`` (folder) and ``weights`` when it is a file."""
+    """Input files and folders of the extraction (role -> path), and ``weights`` when it is a file.
+
+    Format folder: ``table`` and ``images``; a raw release: its lists, image and text folders.
+    """
+    settings = folder_settings(name, cfg)
+    sources = corpus_format(name, cfg).sources(name, cfg, data_root)
+    if settings["weights"] not in ("imagenet", "random"):
+        sources["weights"] = Path(data_root) / str(settings["weights"])
+    if settings["text_model"]:
+        sources["text_model"] = Path(data_root) / str(settings["text_model"])
+    return sources
+
+
+def _table_sources(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLike) -> dict[str, Path]:
     if "path" not in cfg:
         raise ValueError(
             f"datasets.{name}.path is required for format folder: the table (CSV/TSV) of image file names, "
             "texts and labels, relative to data_root"
         )
-    settings = folder_settings(name, cfg)
+    images = str((cfg.get("folder") or {}).get("images", ""))
     table = Path(data_root) / str(cfg["path"])
-    sources = {
-        "table": table,
-        "images": Path(data_root) / settings["images"] if settings["images"] else table.parent,
-    }
-    if settings["weights"] not in ("imagenet", "random"):
-        sources["weights"] = Path(data_root) / str(settings["weights"])
-    return sources
+    return {"table": table, "images": Path(data_root) / images if images else table.parent}
 
 
 # ----------------------------------------------------------------------------------------------- table
@@ -232,6 +266,59 @@ def _image_paths(images: Path, files: Sequence[str], table: Path, column: str, n
     return paths
 
 
+def read_folder_corpus(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLike) -> Corpus:
+    """Format folder: the table's rows as a :class:`Corpus` (labels from the label column(s))."""
+    settings = folder_settings(name, cfg)
+    sources = _table_sources(name, cfg, data_root)
+    table_path = sources["table"]
+    table = read_table(table_path, _table_columns(settings), f"datasets.{name}.path")
+    files = table[settings["image_column"]].astype(str).tolist()
+    paths = _image_paths(sources["images"], files, table_path, settings["image_column"], name)
+    labels, class_names = table_labels(table, settings, f"{table_path}")
+    attrs = {
+        "source": f"own corpus: table {table_path}, images {sources['images']}",
+        "licence": "user corpus (see the data's own terms)",
+        "citation": "",
+        "sha256": {table_path.name: sha256_file(table_path)},
+        "label_column": settings["label_column"],
+        "label_separator": settings["label_separator"],
+        "text_source": f"{table_path} column '{settings['text_column']}'",
+        # how the data stage names a row in errors: the table's line (header = line 1)
+        "row_where": [str(table_path), f"in column(s) {_label_columns(settings)}", 2],
+    }
+    return Corpus(name=name, image_paths=paths, image_ids=files, labels=labels, class_names=class_names,
+                  texts=table[settings["text_column"]].astype(str).tolist(), attrs=attrs)
+
+
+def read_corpus(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLike) -> Corpus:
+    """The :class:`Corpus` of dataset ``name``, read by its format's reader."""
+    return corpus_format(name, cfg).read(name, cfg, data_root)
+
+
+def text_features(texts: Sequence[str], settings: Mapping[str, Any], data_root: str | os.PathLike, *,
+                  device: str = "cpu", where: str = "texts") -> Any:
+    """The texts through the text model that ``settings["text_features"]`` names."""
+    from .texts import doc2vec, embed_sentences, vectorize
+
+    kind = settings["text_features"]
+    model = Path(data_root) / settings["text_model"] if settings["text_model"] else None
+    if kind == "sentence_transformers":
+        return embed_sentences(texts, model, batch_size=int(settings["batch_size"]), device=str(device), where=where)
+    if kind == "doc2vec":
+        return doc2vec(texts, model_path=model, dim=int(settings["doc2vec_dim"]),
+                       epochs=int(settings["doc2vec_epochs"]), window=int(settings["doc2vec_window"]),
+                       min_count=int(settings["min_count"]), seed=int(settings["seed"]), where=where)
+    return vectorize(
+        texts,
+        kind,
+        min_count=int(settings["min_count"]),
+        max_features=int(settings["max_features"]),
+        token_separator=str(settings["token_separator"]),
+        lowercase=bool(settings["lowercase"]),
+        where=where,
+    )
+
+
 def extract_corpus(
     name: str,
     cfg: Mapping[str, Any],
@@ -240,18 +327,14 @@ def extract_corpus(
     device: str = "cpu",
     threads: int = 1,
 ) -> ExtractedCorpus:
-    """Image and text features of every row of dataset ``name``'s table (step 1 of the module doc)."""
+    """Image and text features of every pair of dataset ``name``'s corpus (step 1 of the module doc)."""
     from .backbones import extract_image_features
-    from .texts import embed_sentences, vectorize
 
     settings = folder_settings(name, cfg)
     sources = folder_sources(name, cfg, data_root)
-    table_path = sources["table"]
-    table = read_table(table_path, _table_columns(settings), f"datasets.{name}.path")
-    files = table[settings["image_column"]].astype(str).tolist()
-    paths = _image_paths(sources["images"], files, table_path, settings["image_column"], name)
+    corpus = read_corpus(name, cfg, data_root)
     images = extract_image_features(
-        paths,
+        corpus.image_paths,
         settings["backbone"],
         str(sources.get("weights", settings["weights"])),
         image_size=int(settings["image_size"]),
@@ -260,30 +343,12 @@ def extract_corpus(
         threads=threads,
         seed=int(settings["seed"]),
     )
-    texts = table[settings["text_column"]].astype(str).tolist()
-    where = f"{table_path} column '{settings['text_column']}'"
-    if settings["text_features"] == "sentence_transformers":
-        text = embed_sentences(
-            texts,
-            Path(data_root) / settings["text_model"],
-            batch_size=int(settings["batch_size"]),
-            device=str(device),
-            where=where,
-        )
-    else:
-        text = vectorize(
-            texts,
-            settings["text_features"],
-            min_count=int(settings["min_count"]),
-            max_features=int(settings["max_features"]),
-            token_separator=str(settings["token_separator"]),
-            lowercase=bool(settings["lowercase"]),
-            where=where,
-        )
-    log.info("%s: %d rows -> image %s, text %s", name, len(table), images.features.shape[1:], text.features.shape[1:])
+    where = str(corpus.attrs.get("text_source", f"datasets.{name} texts"))
+    text = text_features(corpus.texts, settings, data_root, device=device, where=where)
+    log.info("%s: %d pairs -> image %s, text %s", name, len(corpus.texts), images.features.shape[1:],
+             text.features.shape[1:])
     attrs = {
-        "table": table_path.name,
-        "table_sha256": sha256_file(table_path),
+        "corpus_sha256": corpus.attrs.get("sha256", {}),
         "images": str(sources["images"]),
         "settings": {k: v for k, v in settings.items() if k not in LABEL_KEYS},
         "image_features": images.info,
@@ -294,7 +359,7 @@ def extract_corpus(
         name=name,
         image=images.features,
         text=text.features,
-        image_files=files,
+        image_files=corpus.image_ids,
         vocabulary=text.vocabulary,
         attrs=attrs,
     )
@@ -384,66 +449,77 @@ def split_rows(name: str, cfg: Mapping[str, Any], labels: np.ndarray) -> tuple[d
 
 
 # ----------------------------------------------------------------------------------------------- step 2
-def prepare_folder(
+def prepare_corpus(
     name: str,
     cfg: Mapping[str, Any],
     data_root: str | os.PathLike,
     extracted: str | os.PathLike | None = None,
 ) -> Features:
-    """Canonical :class:`Features` of a ``folder`` dataset (step 2 of the module doc).
+    """Canonical :class:`Features` of a corpus dataset (step 2 of the module doc).
 
     ``extracted`` is the file of :func:`write_extracted` (the workflow passes it); without it the
-    features are extracted now on the CPU.
+    features are extracted now on the CPU. The split: ``datasets.<name>.split`` or, when absent, the
+    format's default (the papers' protocol for a raw release; 70/10/20 % for a table).
     """
-    settings = folder_settings(name, cfg)
-    sources = folder_sources(name, cfg, data_root)
-    table_path = sources["table"]
-    table = read_table(table_path, _table_columns(settings), f"datasets.{name}.path")
+    fmt = corpus_format(name, cfg)
+    corpus = read_corpus(name, cfg, data_root)
     if extracted is None:
-        corpus = extract_corpus(name, cfg, data_root)
-        sha = {table_path.name: corpus.attrs["table_sha256"]}
+        features = extract_corpus(name, cfg, data_root)
+        sha = dict(corpus.attrs.get("sha256", {}))
     else:
-        corpus = read_extracted(extracted)
-        files = table[settings["image_column"]].astype(str).tolist()
-        if corpus.image_files != files:
+        features = read_extracted(extracted)
+        if features.image_files != corpus.image_ids:
             raise ValueError(
-                f"{extracted} was extracted from another version of {table_path} (its image file names differ); "
-                "delete it and run the extract_features rule again"
+                f"{extracted} was extracted from another version of {corpus.attrs.get('row_where', [name])[0]} (its "
+                "image file names differ from what the corpus lists now); delete it and run the extract_features "
+                "rule again"
             )
-        sha = {table_path.name: sha256_file(table_path), Path(extracted).name: sha256_file(extracted)}
-    labels, class_names = table_labels(table, settings, f"{table_path}")
+        sha = {**corpus.attrs.get("sha256", {}), Path(extracted).name: sha256_file(extracted)}
+    labels = corpus.labels
     keep = labels.sum(axis=1) > 0
     dropped = int((~keep).sum())
     if dropped:
         if not cfg.get("drop_unlabelled", False):
             first = int(np.flatnonzero(~keep)[0])
+            file, column, offset = corpus.attrs.get("row_where", [str(corpus.attrs.get("source", name)), "", 1])
             raise ValueError(
-                f"{table_path}: {dropped} row(s) have no label in column(s) {_label_columns(settings)} (first: line "
-                f"{first + 2}); label them or set datasets.{name}.drop_unlabelled: true to drop them"
+                f"{file}: {dropped} row(s) have no label {column} (first: line {first + int(offset)}, "
+                f"{corpus.image_ids[first]}); label them or set datasets.{name}.drop_unlabelled: true to drop them"
             )
         log.info("%s: dropping %d unlabelled row(s)", name, dropped)
     rows = np.flatnonzero(keep)
     labels = labels[rows]
-    index, split_record = split_rows(name, cfg, labels)
+    split_cfg = cfg.get("split") or fmt.default_split
+    if split_cfg and set(split_cfg) == {"val_rows"}:
+        if corpus.split is None or dropped:
+            raise ValueError(
+                f"datasets.{name}.split: val_rows takes the release's own train/test lists, which format "
+                f"{cfg['format']} does not have (or rows were dropped); use another split form (config/README.md)"
+            )
+        index, split_record = official_split(name, {"split": split_cfg}, corpus.split, default=split_cfg)
+    else:
+        index, split_record = split_rows(name, {"split": split_cfg} if split_cfg else {}, labels)
     if dropped:
         split_record["dropped_unlabelled_rows"] = dropped
-    arrays = {"image": corpus.image[rows], "text": corpus.text[rows], "labels": labels}
+    arrays = {"image": features.image[rows], "text": features.text[rows], "labels": labels}
     splits = {s: {k: np.ascontiguousarray(a[idx]) for k, a in arrays.items()} for s, idx in index.items()}
-    text_info = dict(corpus.attrs.get("text_features", {}))
+    extra = {k: v for k, v in corpus.attrs.items() if k not in ("source", "licence", "citation", "sha256",
+                                                                 "label_column", "label_separator", "text_source",
+                                                                 "row_where")}
     attrs = {
-        "source": f"own corpus: table {table_path}, images {sources['images']}",
-        "licence": "user corpus (see the data's own terms)",
-        "citation": "",
-        "class_names": class_names,
-        "unused_classes": [c for c, n in zip(class_names, labels.sum(axis=0), strict=True) if n == 0],
+        "source": corpus.attrs.get("source", ""),
+        "licence": corpus.attrs.get("licence", ""),
+        "citation": corpus.attrs.get("citation", ""),
+        "class_names": corpus.class_names,
+        "unused_classes": [c for c, n in zip(corpus.class_names, labels.sum(axis=0), strict=True) if n == 0],
         "sha256": sha,
         "split": split_record,
         "features": {
-            "image": corpus.attrs.get("image_features", {}),
-            "text": text_info,
-            "label_column": settings["label_column"],
-            "label_separator": settings["label_separator"],
+            "image": features.attrs.get("image_features", {}),
+            "text": dict(features.attrs.get("text_features", {})),
+            **{k: corpus.attrs[k] for k in ("label_column", "label_separator") if k in corpus.attrs},
         },
+        **extra,
     }
     return Features(
         name=name,
@@ -452,3 +528,14 @@ def prepare_folder(
         splits=splits,
         attrs=attrs,
     )
+
+
+#: Name kept for format folder's callers.
+prepare_folder = prepare_corpus
+
+#: Formats whose pairs go through the features stage: the table (folder) and the raw releases.
+CORPUS_FORMATS: dict[str, CorpusFormat] = {
+    "folder": CorpusFormat(read=read_folder_corpus, sources=_table_sources, table_keys=True,
+                           default_split=DEFAULT_SPLIT, description="own images + a table"),
+    **RAW_FORMATS,
+}
