@@ -127,6 +127,15 @@ def read_wiki_lists(root: Path, name: str) -> tuple[list[tuple[str, str, int]], 
     return rows, split
 
 
+def _category_labels(rows: list[tuple[str, str, int]]) -> tuple[list[int], np.ndarray]:
+    """The sorted category numbers of the list rows and their one-hot ``N x C`` uint8 labels."""
+    categories = sorted({c for _, _, c in rows})
+    col = {c: j for j, c in enumerate(categories)}
+    labels = np.zeros((len(rows), len(categories)), np.uint8)
+    labels[np.arange(len(rows)), [col[c] for _, _, c in rows]] = 1
+    return categories, labels
+
+
 def _index_images(folder: Path) -> dict[str, Path]:
     """``image_id`` -> file for every image in the category sub-folders of ``folder``."""
     index: dict[str, Path] = {}
@@ -173,7 +182,7 @@ def read_wikipedia(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLi
             f"(first: {missing_img[:3]}) and {len(missing_txt)} text(s) not found as {texts}/<id>.xml "
             f"(first: {missing_txt[:3]})"
         )
-    categories = sorted({c for _, _, c in rows})
+    categories, labels = _category_labels(rows)
     names: dict[int, str] = {}
     for _, image_id, c in rows:
         folder = index[image_id].parent.name
@@ -182,9 +191,6 @@ def read_wikipedia(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLi
                 f"datasets.{name}: category {c} has images in both {names[c]}/ and {folder}/ ({image_id}); "
                 "the release keeps one folder per category"
             )
-    col = {c: j for j, c in enumerate(categories)}
-    labels = np.zeros((len(rows), len(categories)), np.uint8)
-    labels[np.arange(len(rows)), [col[c] for _, _, c in rows]] = 1
     found = {"pairs": len(rows), "train": int(split["train"].size), "test": int(split["test"].size),
              "classes": len(categories)}
     attrs = {
@@ -239,10 +245,7 @@ def prepare_wikipedia_svcl(name: str, cfg: Mapping[str, Any], data_root: str | o
                     f"{sources['features']}: {SVCL_KEYS[f'{mod}_{part}']} has shape {a.shape}; the {part} list "
                     f"has {split[part].size} pairs (one row each)"
                 )
-    categories = sorted({c for _, _, c in rows})
-    col = {c: j for j, c in enumerate(categories)}
-    labels = np.zeros((len(rows), len(categories)), np.uint8)
-    labels[np.arange(len(rows)), [col[c] for _, _, c in rows]] = 1
+    categories, labels = _category_labels(rows)
     all_rows = {"image": np.concatenate([arrays["image_train"], arrays["image_test"]]),
                 "text": np.concatenate([arrays["text_train"], arrays["text_test"]]), "labels": labels}
     index, record = official_split(name, cfg, split, default={"val_rows": 231})
