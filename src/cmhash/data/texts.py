@@ -198,7 +198,7 @@ def doc2vec(
                 "gensim (model.save(path)), e.g. Lau & Baldwin's enwiki_dbow/doc2vec.bin (nothing is downloaded)"
             )
         model = d2v.Doc2Vec.load(str(path))
-        model.random = np.random.default_rng(int(seed))
+        model.random = np.random.RandomState(int(seed))  # gensim's Cython code draws with randint
         with mock.patch.object(d2v, "pseudorandom_weak_vector", _stable_weak_vector):
             x = np.stack([model.infer_vector(t) for t in tokens]) if tokens else np.zeros((0, model.vector_size))
         info = {"text_features": "doc2vec", "text_model": str(path), "dim": int(model.vector_size),
