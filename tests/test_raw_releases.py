@@ -14,12 +14,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-from cmhash.data import prepare_dataset, read_features
-from cmhash.data.folder import read_corpus
-from cmhash.data.raw import RawReleaseError
-from cmhash.data.texts import doc2vec
-
 from raw_fixtures import (
     FIXTURE_CONFIG,
     MIR_CONCEPTS,
@@ -30,6 +24,11 @@ from raw_fixtures import (
     write_pascal_sentence,
     write_raw_releases,
 )
+
+from cmhash.data import prepare_dataset, read_features
+from cmhash.data.folder import read_corpus
+from cmhash.data.raw import RawReleaseError
+from cmhash.data.texts import doc2vec
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
