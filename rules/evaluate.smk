@@ -6,6 +6,7 @@ rule evaluate:
         "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}/metrics.h5",
     params:
         evaluation=config["evaluation"],
+    threads: 2  # the metrics' query chunks (cmhash.metrics); results do not depend on it
     log:
         "logs/evaluate/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.log",
     conda:

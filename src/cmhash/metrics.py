@@ -493,15 +493,17 @@ def evaluate_retrieval(
     topk: Sequence[int] = (),
     pn: Sequence[int] = (),
     empty_queries: str = "skip",
+    threads: int | None = None,
 ) -> RetrievalResult:
     """Compute MAP@all, MAP@k for each ``topk``, PR by radius and P@N for each ``pn`` in one call: the codes are
-    packed and the database ranked once for all of them (same values as the separate functions)."""
+    packed and the database ranked once for all of them (same values as the separate functions). ``threads``:
+    worker threads over query chunks (default: up to 8 of the available CPUs; the values do not depend on it)."""
     _check_mode(empty_queries, "numpy")
     ranker = _Ranker(query_codes, db_codes, query_labels, db_labels)
     ks = [int(k) for k in topk]
     ns = _check_ns(pn, ranker.n_db)
-    stats = _ranked_stats(ranker, [None, *ks], ns, threads=None)
-    precision, recall = _precision_recall(ranker, threads=None)
+    stats = _ranked_stats(ranker, [None, *ks], ns, threads=threads)
+    precision, recall = _precision_recall(ranker, threads=threads)
     return RetrievalResult(
         map=_reduce_map(stats[:, 0], empty_queries),
         map_at_k={k: _reduce_map(stats[:, 1 + i], "skip") for i, k in enumerate(ks)},

@@ -49,6 +49,14 @@ SCHEMAS = {
 FUSED_TASK = "FUSED"
 
 
+def task_names(modalities) -> list[str]:
+    """Task names of two modalities, e.g. ``("image", "text") -> ["I2T", "T2I"]`` (query initial 2 database initial)."""
+    if len(modalities) != 2:
+        raise ValueError(f"expected two modality names, got {list(modalities)!r}")
+    a, b = (str(m)[:1].upper() for m in modalities)
+    return [f"{a}2{b}", f"{b}2{a}"]
+
+
 class SchemaError(ValueError):
     """A file does not follow the schema the pipeline expects."""
 

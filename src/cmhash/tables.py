@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .store import FUSED_TASK, SCHEMAS, SchemaError, check_schema, get_attr
+from .store import FUSED_TASK, SCHEMAS, SchemaError, check_schema, get_attr, task_names
 
 #: Columns of :func:`summarise` (and of :func:`ablation_table`), in this order.
 SUMMARY_COLUMNS = ["table", "dataset", "task", "method", "venue", "noise", "bits", "map", "n_seeds", "std"]
@@ -38,14 +38,6 @@ _MISSING_TEX = "--"
 # --------------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------------
-
-
-def task_names(modalities: Sequence[str]) -> list[str]:
-    """Task names built from two modality names, e.g. ``["image", "text"] -> ["I2T", "T2I"]``."""
-    if len(modalities) != 2:
-        raise ValueError(f"expected two modality names, got {list(modalities)!r}")
-    a, b = (str(m)[:1].upper() for m in modalities)
-    return [f"{a}2{b}", f"{b}2{a}"]
 
 
 def _ordered_tasks(present: Iterable[str], modalities: Sequence[str] | None) -> list[str]:

@@ -37,6 +37,7 @@ import torch
 
 from . import metrics
 from .methods import Method, OptimizerSpec, Stage, get_method_class
+from .store import task_names
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +103,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def task_names(modalities: tuple[str, str] | list[str]) -> list[str]:
-    """``("image", "text") -> ["I2T", "T2I"]``."""
-    a, b = (m[0].upper() for m in modalities)
-    return [f"{a}2{b}", f"{b}2{a}"]
 
 
 @torch.no_grad()

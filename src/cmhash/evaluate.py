@@ -1,0 +1,85 @@
+"""Evaluation of one run: codes in ``train.h5`` -> ``metrics.h5`` (rule ``evaluate``).
+
+NumPy and h5py only (no torch): an evaluation job starts in a fraction of a second, and the metrics are
+those of :mod:`cmhash.metrics` (layout of the output: docs/file_formats.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from . import metrics
+from .store import FUSED_TASK, atomic_h5, get_attr, open_h5, set_attr, task_names
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_run(
+    train_path: str | Path, out_path: str | Path, evaluation: dict[str, Any], threads: int | None = None
+) -> dict[str, float]:
+    """Compute all retrieval metrics of a ``train.h5`` and write ``metrics.h5`` (codes and history copied).
+
+    Queries are the test codes; the database is the run's ``/database`` codes when its dataset has a
+    database split, else the test codes again. Task ``I2T`` ranks image queries in the text database, ``T2I``
+    the reverse. With ``evaluation["fused_topk"] = k`` and fused codes in the file, task ``FUSED`` ranks the
+    fused queries in the fused database; its ``map`` is MAP@k with queries without a relevant item in the
+    top k counted as 0 (NSRMH's protocol). ``threads``: worker threads of the metrics (default: up to 8 of the
+    CPUs this process may use); the values do not depend on it. Returns ``map`` per task.
+    """
+    fused_topk = evaluation.get("fused_topk")
+    with open_h5(train_path, "train") as src:
+        attrs = {key: get_attr(src, key) for key in src.attrs if key not in ("schema", "package_version", "created")}
+        mods = attrs["modalities"]
+        retrieval_set = "database" if "database" in src else "test"
+        db_group = "database" if retrieval_set == "database" else "codes"
+        queries = [src[f"codes/{m}"][()] for m in mods]
+        query_labels = src["codes/labels"][()]
+        database = [src[f"{db_group}/{m}"][()] for m in mods]
+        db_labels = src[f"{db_group}/labels"][()]
+        maps: dict[str, float] = {}
+        with atomic_h5(out_path, "metrics", attrs) as dst:
+            for key in ("tie_order", "topk", "pn", "empty_queries"):
+                set_attr(dst, key, evaluation[key])
+            set_attr(dst, "fused_topk", fused_topk)
+            set_attr(dst, "retrieval_set", retrieval_set)
+            for group in ("codes", "database", "fused", "history", "weights"):
+                if group in src:
+                    src.copy(src[group], dst, name=group)
+            for task, (q, d) in zip(task_names(mods), ((0, 1), (1, 0))):
+                res = metrics.evaluate_retrieval(
+                    queries[q], database[d], query_labels, db_labels, topk=evaluation["topk"],
+                    pn=evaluation["pn"], empty_queries=evaluation["empty_queries"], threads=threads,
+                )
+                _write_task(dst, task, res)
+                maps[task] = res.map
+            if fused_topk and "fused" in src:
+                fused = (src["fused/test"][()], src[f"fused/{retrieval_set}"][()], query_labels, db_labels)
+                res = metrics.evaluate_retrieval(
+                    *fused, topk=evaluation["topk"], pn=evaluation["pn"],
+                    empty_queries=evaluation["empty_queries"], threads=threads,
+                )
+                # MAP@k always counts queries without a relevant item in the top k as 0; "zero" says so
+                value = metrics.mean_average_precision(*fused, topk=int(fused_topk), empty_queries="zero")
+                res = dataclasses.replace(res, map=value, map_at_k={**res.map_at_k, int(fused_topk): value})
+                _write_task(dst, FUSED_TASK, res).attrs["map_topk"] = int(fused_topk)
+                maps[FUSED_TASK] = res.map
+    log.info("evaluated %s: %s", train_path, {k: round(v, 4) for k, v in maps.items()})
+    return maps
+
+
+def _write_task(dst: h5py.File, task: str, res: metrics.RetrievalResult) -> h5py.Group:
+    """``/metrics/<task>`` of a metrics file (layout: docs/file_formats.md)."""
+    g = dst.create_group(f"metrics/{task}")
+    g.attrs["map"] = res.map
+    for k, value in res.map_at_k.items():
+        g.attrs[f"map_at_{k}"] = value
+    g.create_dataset("pr_precision", data=res.pr_precision)
+    g.create_dataset("pr_recall", data=res.pr_recall)
+    g.create_dataset("p_at_n", data=res.p_at_n)
+    g.create_dataset("p_at_n_n", data=res.p_at_n_n)
+    return g
