@@ -204,7 +204,12 @@ def folder_inputs(wildcards):
             f"results/features/{name}.h5: datasets.{name} has format {ds['format']}; only the formats "
             f"{sorted(CORPUS_FORMATS)} have a features stage"
         )
-    keys = {"table": "path", "images": "folder.images", "weights": "folder.weights", "text_model": "folder.text_model"}
+    keys = {
+        "table": "path",
+        "images": "folder.images",
+        "weights": "folder.weights",
+        "text_model": "folder.text_model",
+    }
     try:
         sources = folder_sources(name, ds, DATA_ROOT)
     except (OSError, ValueError) as exc:

@@ -5,12 +5,12 @@ rule prepare_dataset:
         extracted=extracted_features,
     output:
         "results/data/{dataset}.h5",
-    params:
-        dataset_config=lambda wc: config["datasets"][wc.dataset],
-        data_root=str(Path(workflow.basedir) / config["data_root"]),
     log:
         "logs/prepare_dataset/{dataset}.log",
     conda:
         "../workflow/envs/cmhash.yaml"
+    params:
+        dataset_config=lambda wc: config["datasets"][wc.dataset],
+        data_root=str(Path(workflow.basedir) / config["data_root"]),
     script:
         "../workflow/scripts/prepare_dataset.py"

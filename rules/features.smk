@@ -4,17 +4,17 @@ rule extract_features:
         unpack(folder_inputs),
     output:
         features="results/features/{dataset}.h5",
+    log:
+        "logs/extract_features/{dataset}.log",
+    conda:
+        "../workflow/envs/cmhash.yaml"
+    threads: 4
+    resources:
+        gpu=1 if config["device"] == "cuda" else 0,
     params:
         # Only the settings that change the features: a new split or label column keeps this file.
         settings=folder_extraction_settings,
         data_root=str(DATA_ROOT),
         device=config["device"],
-    threads: 4
-    resources:
-        gpu=1 if config["device"] == "cuda" else 0,
-    log:
-        "logs/extract_features/{dataset}.log",
-    conda:
-        "../workflow/envs/cmhash.yaml"
     script:
         "../workflow/scripts/extract_features.py"

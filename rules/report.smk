@@ -29,6 +29,10 @@ rule report_table:
             category="Figures",
         ),
         paper_pdf="results/figures/{experiment}/ours_vs_paper.pdf",
+    log:
+        "logs/report_table/{experiment}.log",
+    conda:
+        "../workflow/envs/cmhash.yaml"
     params:
         experiment="{experiment}",
         methods=lambda wc: config["experiments"][wc.experiment]["methods"],
@@ -36,10 +40,6 @@ rule report_table:
         paper_map=paper_map_file(),
         dataset_names={n: d["paper_name"] for n, d in config["datasets"].items() if "paper_name" in d},
         config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
-    log:
-        "logs/report_table/{experiment}.log",
-    conda:
-        "../workflow/envs/cmhash.yaml"
     script:
         "../workflow/scripts/report_table.py"
 
@@ -55,16 +55,16 @@ rule report_robustness:
             category="Tables",
         ),
         md="results/tables/{experiment}_robustness.md",
+    log:
+        "logs/report_robustness/{experiment}.log",
+    conda:
+        "../workflow/envs/cmhash.yaml"
     params:
         experiment="{experiment}",
         methods=lambda wc: config["experiments"][wc.experiment]["methods"],
         paper_map=paper_map_file(),
         dataset_names={n: d["paper_name"] for n, d in config["datasets"].items() if "paper_name" in d},
         config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
-    log:
-        "logs/report_robustness/{experiment}.log",
-    conda:
-        "../workflow/envs/cmhash.yaml"
     script:
         "../workflow/scripts/report_robustness.py"
 
@@ -98,15 +98,15 @@ rule report_figures:
             category="Figures",
         ),
         map_epoch_pdf="results/figures/{experiment}/map_vs_epoch.pdf",
+    log:
+        "logs/report_figures/{experiment}.log",
+    conda:
+        "../workflow/envs/cmhash.yaml"
     params:
         experiment="{experiment}",
         methods=lambda wc: config["experiments"][wc.experiment]["methods"],
         figures=lambda wc: figure_settings(wc.experiment),
         config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
-    log:
-        "logs/report_figures/{experiment}.log",
-    conda:
-        "../workflow/envs/cmhash.yaml"
     script:
         "../workflow/scripts/report_figures.py"
 
@@ -128,13 +128,13 @@ rule report_protocol_audit:
             category="Figures",
         ),
         pdf="results/figures/{experiment}/protocol.pdf",
-    params:
-        experiment="{experiment}",
-        audit=lambda wc: config["experiments"][wc.experiment].get("protocol_audit", {}),
-        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
     log:
         "logs/report_protocol_audit/{experiment}.log",
     conda:
         "../workflow/envs/cmhash.yaml"
+    params:
+        experiment="{experiment}",
+        audit=lambda wc: config["experiments"][wc.experiment].get("protocol_audit", {}),
+        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
     script:
         "../workflow/scripts/report_protocol_audit.py"

@@ -5,20 +5,20 @@ rule train:
         noise="results/noise/{dataset}/{noise_kind}/{noise}/seed{seed}.h5",
     output:
         "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}/train.h5",
-    params:
-        hyperparameters=training_params,
-        device=config["device"],
-    threads: config["threads_per_training"]
-    resources:
-        mem_mb=4000,
-        # `gpu` is what cluster executors turn into a GPU request (SLURM: --gpus); see profiles/slurm
-        gpu=1 if config["device"] == "cuda" else 0,
     log:
         "logs/train/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.tsv"
     conda:
         "../workflow/envs/cmhash.yaml"
+    threads: config["threads_per_training"]
+    resources:
+        mem_mb=4000,
+        # `gpu` is what cluster executors turn into a GPU request (SLURM: --gpus); see profiles/slurm
+        gpu=1 if config["device"] == "cuda" else 0,
+    params:
+        hyperparameters=training_params,
+        device=config["device"],
     script:
         "../workflow/scripts/train.py"
 
@@ -35,21 +35,21 @@ if NOISE_STACKS:
             noise=stack_noise_files,
         output:
             directory(STACK_DIR),
-        params:
-            hyperparameters=training_params,
-            device=config["device"],
-        threads: config["threads_per_training"]
-        resources:
-            mem_mb=4000,
-            gpu=1 if config["device"] == "cuda" else 0,
-        wildcard_constraints:
-            noises=r"0(\.\d+)?(_0(\.\d+)?)*",
         log:
             "logs/train_noise_stack/{dataset}/{noise_kind}/{method}/{bits}/seed{seed}/noise{noises}.log",
         benchmark:
             "results/benchmarks/train_noise_stack/{dataset}/{noise_kind}/{method}/{bits}/seed{seed}/noise{noises}.tsv"
+        wildcard_constraints:
+            noises=r"0(\.\d+)?(_0(\.\d+)?)*",
         conda:
             "../workflow/envs/cmhash.yaml"
+        threads: config["threads_per_training"]
+        resources:
+            mem_mb=4000,
+            gpu=1 if config["device"] == "cuda" else 0,
+        params:
+            hyperparameters=training_params,
+            device=config["device"],
         script:
             "../workflow/scripts/train_stack.py"
 
@@ -59,14 +59,16 @@ if NOISE_STACKS:
             stack=stack_of_run,
         output:
             "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}/train.h5",
-        wildcard_constraints:
-            method=_alternatives({method for _, method, _, _ in NOISE_STACKS}),
         log:
             "logs/unstack_train/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.log",
+        wildcard_constraints:
+            method=_alternatives({method for _, method, _, _ in NOISE_STACKS}),
         conda:
             "../workflow/envs/cmhash.yaml"
         shell:
             "(cp {input.stack}/{wildcards.noise}.h5 {output}.tmp && mv {output}.tmp {output}) 2> {log}"
 
     ruleorder: unstack_train > train
-    localrules: unstack_train
+
+    localrules:
+        unstack_train,
