@@ -14,8 +14,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def test_evaluation_modules_do_not_import_torch():
-    code = ("import sys; sys.path.insert(0, %r); import cmhash.evaluate, cmhash.logsetup; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])") % str(SRC)
+    code = (f"import sys; sys.path.insert(0, {str(SRC)!r}); import cmhash.evaluate, cmhash.logsetup; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
