@@ -136,6 +136,19 @@ def _category_labels(rows: list[tuple[str, str, int]]) -> tuple[list[int], np.nd
     return categories, labels
 
 
+def _wiki_attrs(name: str, rows: list, split: Mapping[str, np.ndarray], categories: list[int], release: str,
+                source: str) -> dict[str, Any]:
+    """Provenance shared by the two Wikipedia formats: source, citation, licence and the release check."""
+    found = {"pairs": len(rows), "train": int(split["train"].size), "test": int(split["test"].size),
+             "classes": len(categories)}
+    return {
+        "source": source,
+        "citation": "Rasiwasia et al., A New Approach to Cross-Modal Multimedia Retrieval, ACM MM 2010",
+        "licence": "research use (see the release)",
+        "release_check": release_check(name, WIKI_COUNTS, found, release),
+    }
+
+
 def _index_images(folder: Path) -> dict[str, Path]:
     """``image_id`` -> file for every image in the category sub-folders of ``folder``."""
     index: dict[str, Path] = {}
@@ -191,14 +204,9 @@ def read_wikipedia(name: str, cfg: Mapping[str, Any], data_root: str | os.PathLi
                 f"datasets.{name}: category {c} has images in both {names[c]}/ and {folder}/ ({image_id}); "
                 "the release keeps one folder per category"
             )
-    found = {"pairs": len(rows), "train": int(split["train"].size), "test": int(split["test"].size),
-             "classes": len(categories)}
     attrs = {
-        "source": f"Wikipedia raw release at {root}",
-        "citation": "Rasiwasia et al., A New Approach to Cross-Modal Multimedia Retrieval, ACM MM 2010",
-        "licence": "research use (see the release)",
+        **_wiki_attrs(name, rows, split, categories, "Wikipedia", f"Wikipedia raw release at {root}"),
         "sha256": {f: sha256_file(root / f) for f in WIKI_LISTS.values()},
-        "release_check": release_check(name, WIKI_COUNTS, found, "Wikipedia"),
         "category_numbers": categories,
     }
     return Corpus(
@@ -249,16 +257,12 @@ def prepare_wikipedia_svcl(name: str, cfg: Mapping[str, Any], data_root: str | o
     all_rows = {"image": np.concatenate([arrays["image_train"], arrays["image_test"]]),
                 "text": np.concatenate([arrays["text_train"], arrays["text_test"]]), "labels": labels}
     index, record = official_split(name, cfg, split, default={"val_rows": 231})
-    found = {"pairs": len(rows), "train": int(split["train"].size), "test": int(split["test"].size),
-             "classes": len(categories)}
     attrs = {
-        "source": f"Wikipedia SVCL feature release at {root}",
-        "citation": "Rasiwasia et al., A New Approach to Cross-Modal Multimedia Retrieval, ACM MM 2010",
-        "licence": "research use (see the release)",
+        **_wiki_attrs(name, rows, split, categories, "Wikipedia (SVCL features)",
+                      f"Wikipedia SVCL feature release at {root}"),
         "class_names": [str(c) for c in categories],
         "sha256": {p.name: sha256_file(p) for p in sources.values()},
         "split": record,
-        "release_check": release_check(name, WIKI_COUNTS, found, "Wikipedia (SVCL features)"),
         "features": {"image": "128-d SIFT bag of visual words (I_tr/I_te)", "text": "10-d LDA (T_tr/T_te)"},
     }
     splits = {s: {k: np.ascontiguousarray(a[idx]) for k, a in all_rows.items()} for s, idx in index.items()}
