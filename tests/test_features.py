@@ -6,9 +6,7 @@ import io
 import logging
 import math
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -17,6 +15,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from workflow_helpers import REPO, SNAKEMAKE, one_torch_thread, planned_jobs  # noqa: F401 (fixture)
 
 from cmhash.config import ConfigError, load_schema, validate_config
 from cmhash.data import prepare_dataset
@@ -40,19 +39,11 @@ from cmhash.data.folder import (
 )
 from cmhash.data.texts import embed_sentences, vectorize
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
 # Small crops keep the random backbones fast; the 224 default is exercised once (VGG-19 test).
 FAST = {"backbone": "resnet50", "weights": "random", "image_size": 32, "batch_size": 5}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """CI machines are small and shared: several spinning OpenMP threads slow the tiny forwards tenfold."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_png(path: Path, rgb: tuple[int, int, int], size=(40, 30), stripe: int = 0) -> None:
@@ -375,12 +366,6 @@ def _snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedP
            "--set-threads", "extract_features=1", "--configfile", str(workdir / "own.yaml")]
     return subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
                           timeout=600)
-
-
-def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule -> job count from a dry run's job table."""
-    rows = [line.split() for line in (proc.stdout + proc.stderr).splitlines()]
-    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit() and row[0] != "jobid:"}
 
 
 @pytest.mark.workflow

@@ -12,7 +12,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 import yaml
 from raw_fixtures import (
     FIXTURE_CONFIG,
@@ -24,23 +23,17 @@ from raw_fixtures import (
     write_pascal_sentence,
     write_raw_releases,
 )
+from workflow_helpers import REPO, SNAKEMAKE, one_torch_thread, planned_jobs  # noqa: F401 (fixture)
 
 from cmhash.data import prepare_dataset, read_features
 from cmhash.data.folder import read_corpus
 from cmhash.data.raw import RawReleaseError
 from cmhash.data.texts import doc2vec
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
 FAST = FIXTURE_CONFIG["datasets"]["wikipedia_raw"]["folder"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -239,11 +232,6 @@ def _snakemake(workdir: Path, data_root: Path, *args: str) -> subprocess.Complet
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
 
 
-def _planned(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    rows = [line.split() for line in (proc.stdout + proc.stderr).splitlines()]
-    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit() and row[0] != "jobid:"}
-
-
 @pytest.mark.workflow
 def test_raw_layouts_to_the_tables(releases, tmp_path):
     """`snakemake raw_wikipedia raw_mirflickr raw_pascal --config data_root=<fixtures>` (+ the fixture config)."""
@@ -264,5 +252,5 @@ def test_raw_layouts_to_the_tables(releases, tmp_path):
     config = yaml.safe_load((tmp_path / "fixture_config.yaml").read_text())
     config["datasets"]["pascal_sentence"]["split"]["seed"] = 1
     (tmp_path / "fixture_config.yaml").write_text(yaml.safe_dump(config))
-    planned = _planned(_snakemake(tmp_path, releases, "raw_pascal", "-n"))
+    planned = planned_jobs(_snakemake(tmp_path, releases, "raw_pascal", "-n"))
     assert planned.get("prepare_dataset") == 1 and "extract_features" not in planned, planned
