@@ -457,7 +457,7 @@ def train_share(results: Path, wall: float, cores: int) -> tuple[float, int, flo
     import h5py
 
     seconds, runs = 0.0, 0
-    for path in sorted(results.glob("runs/**/train.h5")):
+    for path in sorted(results.glob("train/*/*/*/*/*/*.h5")):  # one file per run in its training group
         with h5py.File(path, "r") as f:
             seconds += float(f.attrs["train_seconds"])
             runs += 1

@@ -10,10 +10,9 @@ from snakemake.exceptions import WorkflowError
 from cmhash.config import (
     ConfigError,
     experiment_runs,
-    noise_stacks,
-    resolve_method,
-    run_config_hash,
-    stack_name,
+    member_name,
+    training_options,
+    training_plan,
     validate_config,
 )
 
@@ -42,6 +41,7 @@ wildcard_constraints:
     bits=r"[1-9]\d*",
     seed=r"\d+",
     experiment=_alternatives(config["experiments"]),
+    group=r"noise\d+(\.\d+)?(-\d+(\.\d+)?)*_bits\d+(-\d+)*",
 
 
 def run_file(run, name):
@@ -53,45 +53,55 @@ def experiment_metrics(experiment):
     return [run_file(run, "metrics.h5") for run in experiment_runs(config, experiment)]
 
 
-def run_stack(dataset, method, bits, seed, **_):
-    """The noise rates a run is trained together with (stack_noise_rates), or None."""
-    return NOISE_STACKS.get((dataset, method, int(bits), int(seed)))
+# Every run of every experiment resolved once (method chain, parameters, noise stack, config hash) and grouped
+# into training jobs: the train rule's params, the evaluate rule's input and the report's hash checks read it.
+try:
+    TRAINING_PLAN = training_plan(config)
+except ConfigError as _exc:
+    raise WorkflowError(str(_exc)) from None
+GROUP_DIR = "results/train/{dataset}/{noise_kind}/{method}/seed{seed}/{group}"
 
 
 def experiment_config_hashes(experiment):
     """Metrics path -> config hash under the current config; the report refuses files that differ."""
     return {
-        run_file(run, "metrics.h5"): run_config_hash(config, **run, stack=run_stack(**run))
+        run_file(run, "metrics.h5"): TRAINING_PLAN.run(**run).config_hash
         for run in experiment_runs(config, experiment)
     }
 
 
-# stack_noise_rates: (dataset, method, bits, seed) -> noise rates trained as one stacked network (rules/train.smk)
-NOISE_STACKS = noise_stacks(config)
-STACK_DIR = "results/stacks/{dataset}/{noise_kind}/{method}/{bits}/seed{seed}/noise{noises}"
+def training_group(wildcards):
+    try:
+        return TRAINING_PLAN.group(wildcards.dataset, wildcards.method, wildcards.seed, wildcards.group)
+    except KeyError as exc:
+        raise WorkflowError(exc.args[0]) from None
 
 
-def stack_noise_files(wildcards):
-    """Noisy-label files of every member of a noise stack, in the stack's order."""
+def group_runs(wildcards):
+    """The resolved RunSpecs of a training group, as plain data (Snakemake reruns the group when one changes)."""
+    return [run.to_dict() for run in training_group(wildcards).runs]
+
+
+def group_noise_files(wildcards):
+    """Noisy-label files of a training group, one per noise rate, in the order of its `noises`."""
     return [
         f"results/noise/{wildcards.dataset}/{wildcards.noise_kind}/{noise}/seed{wildcards.seed}.h5"
-        for noise in wildcards.noises.split("_")
+        for noise in training_group(wildcards).noises
     ]
 
 
-def stack_of_run(wildcards):
-    """The stack directory whose training produced this run's train.h5."""
-    stack = run_stack(wildcards.dataset, wildcards.method, wildcards.bits, wildcards.seed)
-    if stack is None:
-        raise WorkflowError(
-            f"{wildcards.method}/{wildcards.dataset}/noise{wildcards.noise}/{wildcards.bits} bits/seed "
-            f"{wildcards.seed} is in no noise stack; is the run in an experiment of the config?"
-        )
-    return STACK_DIR.format(noises=stack_name(stack), **dict(wildcards.items()))
+def group_of_run(wildcards):
+    """The training group's folder that holds this run's train file."""
+    w = dict(wildcards.items())
+    try:
+        run = TRAINING_PLAN.run(w["dataset"], w["method"], w["noise"], w["bits"], w["seed"])
+    except KeyError as exc:
+        raise WorkflowError(exc.args[0]) from None
+    return GROUP_DIR.format(group=run.group, **w)
 
 
 TABLE_SUFFIXES = ["csv", "md", "tex"]
-FIGURES = ["pr_curves", "map_vs_noise", "weight_density", "map_vs_epoch"]
+from cmhash.report import FIGURES  # one name per figure: output key, file name, caption (workflow/report/)
 
 
 def table_outputs(experiment):
@@ -256,11 +266,6 @@ def paper_map_file():
     return [str(p) for p in paths] or None
 
 
-def training_params(wildcards):
-    """Resolved hyperparameters of a run; passing them as params makes Snakemake rerun a job when they change."""
-    return resolve_method(config, wildcards.method, wildcards.dataset)[1]
-
-
 def figure_settings(experiment):
     """Map the experiment's `figures` block onto the report script's settings (None = its defaults)."""
     fig = config["experiments"][experiment].get("figures", {})
@@ -271,4 +276,6 @@ def figure_settings(experiment):
         out["bits"] = int(fig["bits"])
     if "spl_method" in fig:
         out["weights_methods"] = [fig["spl_method"]]
+    if config.get("highlight_method"):
+        out["highlight"] = config["highlight_method"]
     return out

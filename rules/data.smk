@@ -8,7 +8,7 @@ rule prepare_dataset:
     log:
         "logs/prepare_dataset/{dataset}.log",
     conda:
-        "../workflow/envs/cmhash.yaml"
+        "../workflow/envs/data.yaml"
     params:
         dataset_config=lambda wc: config["datasets"][wc.dataset],
         data_root=str(Path(workflow.basedir) / config["data_root"]),

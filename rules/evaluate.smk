@@ -1,15 +1,16 @@
 rule evaluate:
     """Codes -> MAP@all, MAP@k, PR by Hamming radius and P@N for both retrieval directions (+ FUSED)."""
     input:
-        "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}/train.h5",
+        group_of_run,  # the training group's folder; params.member is this run's file in it
     output:
         "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}/metrics.h5",
     log:
         "logs/evaluate/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.log",
     conda:
-        "../workflow/envs/cmhash.yaml"
+        "../workflow/envs/evaluate.yaml"
     threads: 2  # the metrics' query chunks (cmhash.metrics); results do not depend on it
     params:
+        member=lambda wc: member_name(wc.noise, wc.bits),
         evaluation=config["evaluation"],
     script:
         "../workflow/scripts/evaluate.py"

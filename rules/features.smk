@@ -7,7 +7,7 @@ rule extract_features:
     log:
         "logs/extract_features/{dataset}.log",
     conda:
-        "../workflow/envs/cmhash.yaml"
+        "../workflow/envs/data.yaml"
     threads: 4
     resources:
         gpu=1 if config["device"] == "cuda" else 0,

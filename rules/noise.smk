@@ -7,6 +7,6 @@ rule make_noisy_labels:
     log:
         "logs/make_noisy_labels/{dataset}/{noise_kind}/{noise}/seed{seed}.log",
     conda:
-        "../workflow/envs/cmhash.yaml"
+        "../workflow/envs/data.yaml"
     script:
         "../workflow/scripts/make_noisy_labels.py"

@@ -17,6 +17,24 @@ rule report_table:
         ),
         ablation_md="results/tables/{experiment}_ablation.md",
         ablation_tex="results/tables/{experiment}_ablation.tex",
+    log:
+        "logs/report_table/{experiment}.log",
+    conda:
+        "../workflow/envs/report.yaml"
+    params:
+        experiment="{experiment}",
+        methods=lambda wc: config["experiments"][wc.experiment]["methods"],
+        ablation_bits=lambda wc: config["experiments"][wc.experiment].get("ablation_bits"),
+        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
+    script:
+        "../workflow/scripts/report_table.py"
+
+
+rule report_paper:
+    """Metrics files of an experiment -> ours beside the papers' published MAP (CSV, Markdown, scatter)."""
+    input:
+        lambda wc: experiment_metrics(wc.experiment),
+    output:
         paper_csv=report(
             "results/tables/{experiment}_vs_paper.csv",
             caption="../workflow/report/vs_paper.rst",
@@ -30,9 +48,9 @@ rule report_table:
         ),
         paper_pdf="results/figures/{experiment}/ours_vs_paper.pdf",
     log:
-        "logs/report_table/{experiment}.log",
+        "logs/report_paper/{experiment}.log",
     conda:
-        "../workflow/envs/cmhash.yaml"
+        "../workflow/envs/report.yaml"
     params:
         experiment="{experiment}",
         methods=lambda wc: config["experiments"][wc.experiment]["methods"],
@@ -41,7 +59,7 @@ rule report_table:
         dataset_names={n: d["paper_name"] for n, d in config["datasets"].items() if "paper_name" in d},
         config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
     script:
-        "../workflow/scripts/report_table.py"
+        "../workflow/scripts/report_paper.py"
 
 
 rule report_robustness:
@@ -58,7 +76,7 @@ rule report_robustness:
     log:
         "logs/report_robustness/{experiment}.log",
     conda:
-        "../workflow/envs/cmhash.yaml"
+        "../workflow/envs/report.yaml"
     params:
         experiment="{experiment}",
         methods=lambda wc: config["experiments"][wc.experiment]["methods"],
@@ -74,34 +92,23 @@ rule report_figures:
     input:
         lambda wc: experiment_metrics(wc.experiment),
     output:
-        pr_png=report(
-            "results/figures/{experiment}/pr_curves.png",
-            caption="../workflow/report/pr_curves.rst",
-            category="Figures",
-        ),
-        pr_pdf="results/figures/{experiment}/pr_curves.pdf",
-        map_noise_png=report(
-            "results/figures/{experiment}/map_vs_noise.png",
-            caption="../workflow/report/map_vs_noise.rst",
-            category="Figures",
-        ),
-        map_noise_pdf="results/figures/{experiment}/map_vs_noise.pdf",
-        weights_png=report(
-            "results/figures/{experiment}/weight_density.png",
-            caption="../workflow/report/weight_density.rst",
-            category="Figures",
-        ),
-        weights_pdf="results/figures/{experiment}/weight_density.pdf",
-        map_epoch_png=report(
-            "results/figures/{experiment}/map_vs_epoch.png",
-            caption="../workflow/report/map_vs_epoch.rst",
-            category="Figures",
-        ),
-        map_epoch_pdf="results/figures/{experiment}/map_vs_epoch.pdf",
+        **{
+            f"{name}_{ext}": (
+                report(
+                    f"results/figures/{{experiment}}/{name}.png",
+                    caption=f"../workflow/report/{name}.rst",
+                    category="Figures",
+                )
+                if ext == "png"
+                else f"results/figures/{{experiment}}/{name}.pdf"
+            )
+            for name in FIGURES
+            for ext in ("png", "pdf")
+        },
     log:
         "logs/report_figures/{experiment}.log",
     conda:
-        "../workflow/envs/cmhash.yaml"
+        "../workflow/envs/report.yaml"
     params:
         experiment="{experiment}",
         methods=lambda wc: config["experiments"][wc.experiment]["methods"],
@@ -131,7 +138,7 @@ rule report_protocol_audit:
     log:
         "logs/report_protocol_audit/{experiment}.log",
     conda:
-        "../workflow/envs/cmhash.yaml"
+        "../workflow/envs/report.yaml"
     params:
         experiment="{experiment}",
         audit=lambda wc: config["experiments"][wc.experiment].get("protocol_audit", {}),

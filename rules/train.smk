@@ -1,74 +1,31 @@
+# One job per training group (TRAINING_PLAN, rules/common.smk): every code length of one (dataset, method, noise,
+# seed) with group_code_lengths: true (else one run), or every code length of one noise stack with
+# stack_noise_rates: true. The job trains its runs one after another in one process (cmhash.runs.train_group)
+# and writes one train file per run into the group's folder; rule evaluate reads a run's file from there.
+
+
 rule train:
-    """Features + noisy labels -> test-split codes and per-epoch history of one method run."""
+    """Features + noisy labels -> one train file (test/database codes, per-epoch history) per run of a group."""
     input:
         features="results/data/{dataset}.h5",
-        noise="results/noise/{dataset}/{noise_kind}/{noise}/seed{seed}.h5",
+        noise=group_noise_files,
     output:
-        "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}/train.h5",
+        directory(GROUP_DIR),
     log:
-        "logs/train/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.log",
+        "logs/train/{dataset}/{noise_kind}/{method}/seed{seed}/{group}.log",
     benchmark:
-        "results/benchmarks/train/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.tsv"
+        "results/benchmarks/train/{dataset}/{noise_kind}/{method}/seed{seed}/{group}.tsv"
     conda:
-        "../workflow/envs/cmhash.yaml"
+        "../workflow/envs/train.yaml"
     threads: config["threads_per_training"]
     resources:
         mem_mb=4000,
         # `gpu` is what cluster executors turn into a GPU request (SLURM: --gpus); see profiles/slurm
         gpu=1 if config["device"] == "cuda" else 0,
     params:
-        hyperparameters=training_params,
-        device=config["device"],
+        # the group's resolved run specs (a change of any of them reruns the group) and loop options
+        runs=group_runs,
+        noises=lambda wc: training_group(wc).noises,
+        options=training_options(config),
     script:
         "../workflow/scripts/train.py"
-
-
-# stack_noise_rates: true -> the runs of a stackable method (RSHNL and its ablations) that differ only in the
-# noise rate train as one stacked network in one job (cmhash.stacked); each run's train.h5 is then a copy of
-# its member file. Other methods keep the rule above.
-if NOISE_STACKS:
-
-    rule train_noise_stack:
-        """Features + the noisy labels of every noise rate of a stack -> one train file per member."""
-        input:
-            features="results/data/{dataset}.h5",
-            noise=stack_noise_files,
-        output:
-            directory(STACK_DIR),
-        log:
-            "logs/train_noise_stack/{dataset}/{noise_kind}/{method}/{bits}/seed{seed}/noise{noises}.log",
-        benchmark:
-            "results/benchmarks/train_noise_stack/{dataset}/{noise_kind}/{method}/{bits}/seed{seed}/noise{noises}.tsv"
-        wildcard_constraints:
-            noises=r"0(\.\d+)?(_0(\.\d+)?)*",
-        conda:
-            "../workflow/envs/cmhash.yaml"
-        threads: config["threads_per_training"]
-        resources:
-            mem_mb=4000,
-            gpu=1 if config["device"] == "cuda" else 0,
-        params:
-            hyperparameters=training_params,
-            device=config["device"],
-        script:
-            "../workflow/scripts/train_stack.py"
-
-    rule unstack_train:
-        """One member of a noise stack -> the run's train.h5 (a copy, written under a temporary name)."""
-        input:
-            stack=stack_of_run,
-        output:
-            "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}/train.h5",
-        log:
-            "logs/unstack_train/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.log",
-        wildcard_constraints:
-            method=_alternatives({method for _, method, _, _ in NOISE_STACKS}),
-        conda:
-            "../workflow/envs/cmhash.yaml"
-        shell:
-            "(cp {input.stack}/{wildcards.noise}.h5 {output}.tmp && mv {output}.tmp {output}) 2> {log}"
-
-    ruleorder: unstack_train > train
-
-    localrules:
-        unstack_train,

@@ -24,13 +24,14 @@ import yaml
 from matlab_fixtures import save_h5, save_v5, save_v73
 
 import cmhash
-from cmhash import figures, tables
 from cmhash.config import ConfigError, run_config_hash, validate_config
 from cmhash.data import prepare_dataset
 from cmhash.data.canonical import Features, read_features, write_features
 from cmhash.data.matfiles import DatasetFileError
 from cmhash.methods import REGISTRY, get_method_class, resolve_params
 from cmhash.noise import import_noisy_labels, make_noisy_labels, read_noisy_labels, write_noisy_labels
+from cmhash.report import figures, tables
+from cmhash.report import results as report_results
 from cmhash.runs import evaluate_run, train_run
 from cmhash.store import SchemaError, atomic_h5, get_attr, git_commit
 from cmhash.train import SplitData, load_checkpoint, resolve_device, train_model
@@ -553,7 +554,7 @@ def test_aggregation_lists_every_run_of_a_stale_schema(tmp_path, seen):
     ok = _metrics_file(tmp_path / "CE" / "metrics.h5", "CE")
     old = [_metrics_file(tmp_path / m / "metrics.h5", m, "cmhash.metrics/0") for m in ("RSHNL", "SEHA")]
     with pytest.raises(SchemaError) as err:
-        tables.collect_results([ok, *old])
+        report_results.collect_results([ok, *old])
     msg = seen(err.value, "2 result file(s) were not written as 'cmhash.metrics/1'", "so they are stale",
                f"{old[0]} (schema 'cmhash.metrics/0')", f"{old[1]} (schema 'cmhash.metrics/0')",
                "Delete them (or their run folders) and rerun snakemake")
@@ -569,7 +570,7 @@ def test_aggregation_refuses_runs_of_another_config(tmp_path, seen, report):
         if report == "table":
             tables.report_table(paths, "x", {"csv": out / "x.csv"}, expected_hashes=expected)
         else:
-            figures.report_figures(paths, "x", {"map_noise_png": out / "m.png"}, expected_hashes=expected)
+            figures.report_figures(paths, "x", {"map_vs_noise_png": out / "m.png"}, expected_hashes=expected)
     seen(err.value, "1 result file(s) were computed with a different configuration",
          f"{paths[1]} (config hash h1, current config h2)", "rerun snakemake")
     assert not out.exists()

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmhash import audit, tables
 from cmhash.config import ConfigError, load_config, validate_config
 from cmhash.data import prepare_dataset
+from cmhash.report import audit, tables
+from cmhash.report import results as report_results
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
@@ -134,7 +135,7 @@ def test_shipped_audit_compares_clean_and_published_protocols(config):
 # ---------------------------------------------------------------------------------------- multi-seed cells
 def test_several_seeds_give_mean_and_std_in_csv_md_and_tex():
     df = _results({("A", "d0"): [(0.50, 0.70), (0.60, 0.80)], ("B", "d0"): [(0.40, 0.30)]})
-    s = tables.summarise(df, "exp")
+    s = report_results.summarise(df, "exp")
     a = s[(s.method == "A") & (s.task == "I2T")].iloc[0]
     b = s[(s.method == "B") & (s.task == "I2T")].iloc[0]
     assert (a["map"], a["std"], a["n_seeds"]) == (55.0, 5.0, 2)
@@ -213,8 +214,11 @@ def test_paper_target_fails_fast_then_builds_every_table_and_figure(tmp_path):
     # Tables 1-3 and Wikipedia: 12 methods x 4 noise x 4 bits each; Table 4 adds RSHNL-1..3 at 128 bits on
     # two datasets (its RSHNL runs are Tables 1/2's); Figure 4 adds RSHNL-S and RSHNL-D (RSHNL, CMMQ shared)
     # tables 1-3: 14 methods (the paper's 12 + RFCMH, RFCMH-ref) x 16 cells; table_wiki: 12 x 16
-    assert jobs["train"] == 3 * 224 + 192 + 3 * 2 * 4 + 2
-    assert jobs["prepare_dataset"] == 4 and jobs["report_table"] == 5 and jobs["report_figures"] == 2
+    assert jobs["evaluate"] == 3 * 224 + 192 + 3 * 2 * 4 + 2  # one per run
+    # one training job per (dataset, method, noise): the code lengths of a group train in one process
+    assert jobs["train"] == 3 * 14 * 4 + 12 * 4 + 3 * 2 * 4 + 2
+    assert jobs["prepare_dataset"] == 4 and jobs["report_table"] == jobs["report_paper"] == 5
+    assert jobs["report_figures"] == 2
     assert not (tmp_path / "results").exists()
 
 

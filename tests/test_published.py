@@ -12,8 +12,9 @@ from matlab_fixtures import multihot, save_h5, save_v5, save_v73
 from cmhash.config import ConfigError, run_config_hash, validate_config
 from cmhash.data.matfiles import DatasetFileError
 from cmhash.noise import import_noisy_labels, make_noisy_labels, read_noisy_labels, write_noisy_labels
-from cmhash.paper import join_paper, load_paper_map, plot_scatter, to_markdown
-from cmhash.tables import SUMMARY_COLUMNS
+from cmhash.report.paper import plot_scatter, to_markdown
+from cmhash.report.published import join_paper, load_paper_map
+from cmhash.report.results import SUMMARY_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL = REPO.parent / "shared" / "reference" / "official_noisy_labels"

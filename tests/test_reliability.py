@@ -84,9 +84,10 @@ SLOW = {
                          "split": {"train_fraction": 0.6, "val_fraction": 0.1, "seed": 0}}},
     "methods": {"RSHNL": {"per_dataset": {"toy": {"hidden": [256, 256], "center_hidden": [32], "epochs": 60,
                                                   "batch_size": 32, "lr": 1e-3, "gamma": 3.0, "warmup_epochs": 2}}}},
-    "experiments": {"killme": {"datasets": ["toy"], "methods": ["RSHNL"], "noise": [0.4], "bits": [16], "seeds": [0]}},
+    "experiments": {"killme": {"datasets": ["toy"], "methods": ["RSHNL"], "noise": [0.4], "bits": [8, 16], "seeds": [0]}},
 }
 RUN = "results/runs/toy/sym/0.4/RSHNL/16/seed0"
+GROUP = "results/train/toy/sym/RSHNL/seed0/noise0.4_bits8-16"  # both code lengths in one job: 8, then 16
 
 
 def _cmd(workdir):
@@ -104,36 +105,40 @@ def test_sigkill_mid_training_then_rerun_equals_uninterrupted(tmp_path):
     clean.mkdir()
     proc = subprocess.Popen(_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    ckpt = killed / RUN / "checkpoint.pt"
+    partial = killed / (GROUP + ".partial")
+    ckpt = partial / "noise0.4_bits16.checkpoint.pt"  # the 8-bit run is finished by then
     deadline = time.time() + 240
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert ckpt.exists(), "training never reached its first checkpoint"
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake and the training script, no chance to clean up
     proc.wait()
-    assert not (killed / RUN / "train.h5").exists()
-    assert not list((killed / RUN).glob("*.tmp.h5"))
+    assert not (killed / GROUP).exists() and not (killed / RUN / "metrics.h5").exists()
+    assert not list(partial.glob("*.tmp.h5"))
+    assert (partial / "noise0.4_bits8.h5").exists()  # the finished member survives the kill
 
     # a SIGKILLed Snakemake leaves its directory lock behind; the user runs --unlock once (see README)
     unlock = subprocess.run(_cmd(killed) + ["--unlock"], check=False, capture_output=True, text=True, timeout=120)
     assert unlock.returncode == 0, unlock.stderr[-2000:]
     rerun = subprocess.run(_cmd(killed), check=False, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    log = (killed / "logs/train/toy/sym/0.4/RSHNL/16/seed0.log").read_text()
+    log = (killed / "logs/train/toy/sym/RSHNL/seed0/noise0.4_bits8-16.log").read_text()
+    assert "RSHNL/toy/noise0.4/8bits/seed0 already trained" in log  # kept, not retrained
     assert "resuming from" in log
-    assert not ckpt.exists()
+    assert not partial.exists() and not list((killed / GROUP).glob("*.checkpoint.pt"))
     full = subprocess.run(_cmd(clean), check=False, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
-    with h5py.File(killed / RUN / "metrics.h5") as a, h5py.File(clean / RUN / "metrics.h5") as b:
-        for key in ("codes/image", "codes/text"):
-            np.testing.assert_array_equal(a[key][()], b[key][()])
+    for run in (RUN, RUN.replace("/16/", "/8/")):
+        with h5py.File(killed / run / "metrics.h5") as a, h5py.File(clean / run / "metrics.h5") as b:
+            for key in ("codes/image", "codes/text"):
+                np.testing.assert_array_equal(a[key][()], b[key][()])
     assert (killed / "results/tables/killme.csv").read_text() == (clean / "results/tables/killme.csv").read_text()
 
 
 def test_report_refuses_results_of_another_config():
     import pandas as pd
 
-    from cmhash.tables import check_config_hashes
+    from cmhash.report.results import check_config_hashes
 
     df = pd.DataFrame({"path": ["a/metrics.h5", "a/metrics.h5", "b/metrics.h5"], "config_hash": ["h1", "h1", "old"]})
     check_config_hashes(df, {"a/metrics.h5": "h1"})  # b is not part of the check

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmhash import figures, tables
+from cmhash.report import figures, tables
+from cmhash.report import results as report_results
 from cmhash.store import SchemaError, atomic_h5
 
 METHODS = ["RSHNL", "CE"]
@@ -99,13 +100,13 @@ def metric_files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def results(metric_files):
-    return tables.collect_results(metric_files)
+    return report_results.collect_results(metric_files)
 
 
 @pytest.fixture(scope="module")
 def summary(results):
     # method order deliberately reversed from the file order
-    return tables.summarise(results, "toyexp", methods=["CE", "RSHNL"])
+    return report_results.summarise(results, "toyexp", methods=["CE", "RSHNL"])
 
 
 # -------------------------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ def test_summary_mean_and_std_by_hand(summary):
 
 
 def test_summary_single_seed_std_zero(results):
-    one = tables.summarise(results[results.seed == 0], "x")
+    one = report_results.summarise(results[results.seed == 0], "x")
     assert (one["std"] == 0.0).all()
     assert (one["n_seeds"] == 1).all()
     row = one[(one.method == "RSHNL") & (one.task == "I2T") & (one.noise == 0.2) & (one.bits == 16)].iloc[0]
@@ -165,17 +166,17 @@ def test_summary_single_seed_std_zero(results):
 def test_summary_rejects_duplicates(results):
     dup = pd.concat([results, results.iloc[:1]])
     with pytest.raises(ValueError, match="several results"):
-        tables.summarise(dup, "x")
+        report_results.summarise(dup, "x")
 
 
 def test_wrong_schema_names_file(tmp_path):
     bad = write_metrics(tmp_path / "bad_run" / "metrics.h5", "CE", 0.2, 16, 0, schema_ok=False)
     with pytest.raises(SchemaError, match=re.escape(str(bad))):
-        tables.collect_results([bad])
+        report_results.collect_results([bad])
     junk = tmp_path / "junk.h5"
     junk.write_text("not hdf5")
     with pytest.raises(SchemaError, match="junk.h5"):
-        tables.collect_results([junk])
+        report_results.collect_results([junk])
 
 
 def test_missing_attribute_names_file(tmp_path):
@@ -183,7 +184,7 @@ def test_missing_attribute_names_file(tmp_path):
     with h5py.File(p, "a") as f:
         del f.attrs["bits"]
     with pytest.raises(SchemaError, match=r"m\.h5.*bits"):
-        tables.collect_results([p])
+        report_results.collect_results([p])
 
 
 # -------------------------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ def test_markdown_several_datasets(results):
     other = results.copy()
     other["dataset"] = "toy2"
     other["path"] = other["path"] + "#2"
-    s = tables.summarise(pd.concat([results, other]), "x", METHODS)
+    s = report_results.summarise(pd.concat([results, other]), "x", METHODS)
     md = tables.to_markdown(s)
     assert md.count("### ") == 2 and "### toy" in md and "### toy2" in md
     assert len(_md_rows(md)) == 2 * 7
@@ -251,8 +252,8 @@ def test_latex_marks(summary):
 
 
 def test_ablation_average(summary):
-    abl = tables.ablation_table(summary, bits=32)
-    assert list(abl.columns) == tables.SUMMARY_COLUMNS
+    abl = report_results.ablation_table(summary, bits=32)
+    assert list(abl.columns) == report_results.SUMMARY_COLUMNS
     assert set(abl["task"]) == {"avg"} and set(abl["bits"]) == {32}
     assert len(abl) == 2 * 2
     row = abl[(abl.method == "RSHNL") & (abl.noise == 0.6)].iloc[0]
@@ -269,7 +270,7 @@ def test_ablation_average(summary):
     tex = tables.to_latex(abl)
     assert r"\textbf{72.7}" in tex and r"\multicolumn{2}{c}{toy}" in tex
     # default bits = largest
-    assert set(tables.ablation_table(summary)["bits"]) == {32}
+    assert set(report_results.ablation_table(summary)["bits"]) == {32}
 
 
 def test_fused_task_is_an_extra_row_of_the_methods_that_have_it(metric_files, summary, tmp_path):
@@ -288,8 +289,8 @@ def test_fused_task_is_an_extra_row_of_the_methods_that_have_it(metric_files, su
                     g.attrs["map"] = g.attrs["map_at_50"] = 0.9 - 0.2 * noise + 0.02 * seed
                     g.attrs["map_topk"] = 50
                 nsrmh.append(path)
-    results = tables.collect_results([*metric_files, *nsrmh])
-    full = tables.summarise(results, "toyexp", methods=["CE", "RSHNL"])
+    results = report_results.collect_results([*metric_files, *nsrmh])
+    full = report_results.summarise(results, "toyexp", methods=["CE", "RSHNL"])
     assert list(dict.fromkeys(full["task"])) == ["I2T", "T2I", "FUSED"]
     assert set(full.loc[full.task == "FUSED", "method"]) == {"NSRMH"}
     fused = full[(full.task == "FUSED") & (full.noise == 0.6) & (full.bits == 16)].iloc[0]
@@ -303,9 +304,9 @@ def test_fused_task_is_an_extra_row_of_the_methods_that_have_it(metric_files, su
     assert fused_rows[0][3] == "**87.0** ± 1.0"  # noise 0.2, 16 bits: seeds 0.86 and 0.88
     assert "FUSED" in tables.to_latex(full)
 
-    abl = tables.ablation_table(full, bits=32)
+    abl = report_results.ablation_table(full, bits=32)
     pd.testing.assert_frame_equal(abl[abl.method != "NSRMH"].reset_index(drop=True),
-                                  tables.ablation_table(summary, bits=32))
+                                  report_results.ablation_table(summary, bits=32))
     row = abl[(abl.method == "NSRMH") & (abl.noise == 0.2)].iloc[0]
     cross = full[(full.method == "NSRMH") & (full.noise == 0.2) & (full.bits == 32) & (full.task != "FUSED")]
     assert row["map"] == pytest.approx(round(cross["map"].mean(), 2))
@@ -321,7 +322,7 @@ def test_report_table_writes_all(metric_files, tmp_path):
     for p in outs.values():
         assert p.stat().st_size > 0
     back = pd.read_csv(outs["csv"])
-    assert list(back.columns) == tables.SUMMARY_COLUMNS and len(back) == 16
+    assert list(back.columns) == report_results.SUMMARY_COLUMNS and len(back) == 16
     assert not list(tmp_path.glob(".*tmp"))
 
 
@@ -365,7 +366,7 @@ def test_figures_without_data(results, tmp_path):
     empty = results.iloc[0:0]
     for fn, arg in ((figures.plot_pr_curves, empty), (figures.plot_weight_density, empty),
                     (figures.plot_map_vs_epoch, empty),
-                    (figures.plot_map_vs_noise, tables.summarise(empty, "x"))):
+                    (figures.plot_map_vs_noise, report_results.summarise(empty, "x"))):
         stem = tmp_path / fn.__name__
         _check_written(fn(arg, stem), stem)
     # CE has no weights at all -> a "no sample weights" figure rather than an error
@@ -391,7 +392,7 @@ def test_report_figures(metric_files, tmp_path):
     assert {str(p) for p in written} == {str(p) for p in outputs.values()}
     with pytest.raises(ValueError, match="stem"):
         figures.report_figures(metric_files, "toyexp",
-                               {"pr_png": tmp_path / "a.png", "pr_pdf": tmp_path / "b.pdf"})
+                               {"pr_curves_png": tmp_path / "a.png", "pr_curves_pdf": tmp_path / "b.pdf"})
 
 
 # -------------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from cmhash.paper import load_paper_maps
-from cmhash.robustness import rank_correlation, robustness_table, to_markdown
+from cmhash.report.published import load_paper_maps
+from cmhash.report.robustness import rank_correlation, robustness_table, to_markdown
 
 
 def _summary(rows):

@@ -122,9 +122,9 @@ def test_unstackable_method_and_mismatched_runs_are_refused():
 
 @pytest.mark.workflow
 def test_workflow_trains_noise_stacks_when_asked(tmp_path):
-    """stack_noise_rates: RSHNL's two noise rates train in one stacked job, CE's alone; the runs' train.h5 are
-    the stack's member files, record their stack, and the table equals the one trained without stacking to
-    rounding (CPU; the stacked loop rounds differently, tests above)."""
+    """stack_noise_rates: RSHNL's two noise rates train in one stacked job (one training group), CE's alone;
+    the members record their stack, and the table equals the one trained without stacking to rounding (CPU;
+    the stacked loop rounds differently, tests above)."""
     import copy
 
     import h5py
@@ -144,22 +144,23 @@ def test_workflow_trains_noise_stacks_when_asked(tmp_path):
     proc = snakemake(plain_dir, "wf", config=plain)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    stacks = sorted(p.relative_to(stacked_dir / "results/stacks").as_posix()
-                    for p in (stacked_dir / "results/stacks").glob("*/*/*/*/*/*"))
-    assert stacks == ["toy/sym/RSHNL/16/seed0/noise0.4", "toy/sym/RSHNL/8/seed0/noise0.2_0.6"]
-    run = stacked_dir / "results/runs/toy/sym/0.6/RSHNL/8/seed0/train.h5"
-    member = stacked_dir / "results/stacks/toy/sym/RSHNL/8/seed0/noise0.2_0.6/0.6.h5"
-    assert run.read_bytes() == member.read_bytes()
-    with h5py.File(run) as f, h5py.File(plain_dir / "results/runs/toy/sym/0.6/RSHNL/8/seed0/train.h5") as g:
+    groups = sorted(p.relative_to(stacked_dir / "results/train/toy/sym/RSHNL").as_posix()
+                    for p in (stacked_dir / "results/train/toy/sym/RSHNL").glob("*/*"))
+    assert groups == ["seed0/noise0.2-0.6_bits8", "seed0/noise0.4_bits16"]  # one group per stack
+    stacked = stacked_dir / "results/train/toy/sym/RSHNL/seed0/noise0.2-0.6_bits8/noise0.6_bits8.h5"
+    alone = plain_dir / "results/train/toy/sym/RSHNL/seed0/noise0.6_bits8/noise0.6_bits8.h5"
+    with h5py.File(stacked) as f, h5py.File(alone) as g:
         assert list(f.attrs["noise_stack"]) == ["0.2", "0.6"]
         assert "noise_stack" not in g.attrs
         assert f.attrs["config_hash"] != g.attrs["config_hash"]  # stacked or not is part of a run's identity
-    with h5py.File(stacked_dir / "results/runs/toy/sym/0.6/CE/8/seed0/train.h5") as f:
+    with h5py.File(stacked_dir / "results/train/toy/sym/CE/seed0/noise0.6_bits8/noise0.6_bits8.h5") as f:
         assert "noise_stack" not in f.attrs  # CE cannot be stacked: trained alone
+    with h5py.File(stacked_dir / "results/runs/toy/sym/0.6/RSHNL/8/seed0/metrics.h5") as f:
+        assert f.attrs["config_hash"] == h5py.File(stacked).attrs["config_hash"]
     a = pd.read_csv(stacked_dir / "results/tables/wf.csv").sort_values(["task", "method", "noise"])
     b = pd.read_csv(plain_dir / "results/tables/wf.csv").sort_values(["task", "method", "noise"])
     assert (abs(a["map"].to_numpy() - b["map"].to_numpy()) < 0.02).all()
-    # turning stacking off retrains the stacked runs (their rule changed) rather than reusing their files
+    # turning stacking off retrains the stacked runs in groups of their own rather than reusing the stack's files
     proc = snakemake(stacked_dir, "wf", "-n", config=plain)
     assert proc.returncode == 0
-    assert "train_noise_stack" not in proc.stdout and "\ntrain " in proc.stdout.replace("rule train:", "\ntrain ")
+    assert "RSHNL/seed0/noise0.2_bits8" in proc.stdout and "RSHNL/seed0/noise0.6_bits8" in proc.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import string
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,9 @@ def validate_config(cfg: dict[str, Any], source: str = "config") -> dict[str, An
 
 def _check_semantics(cfg: dict[str, Any], source: str) -> None:
     datasets, methods_cfg = cfg["datasets"], cfg["methods"]
+    if cfg.get("highlight_method") is not None and cfg["highlight_method"] not in methods_cfg:
+        raise ConfigError(f"{source}: highlight_method = {cfg['highlight_method']!r} is not defined under methods; "
+                          f"set one of {sorted(methods_cfg)} or null")
     for name, ds in datasets.items():
         if ds["format"] in ("mfeat", "canonical") and "path" not in ds:
             raise ConfigError(f"{source}: datasets.{name}.path is required for format {ds['format']}")
@@ -231,11 +235,12 @@ def method_label(cfg: dict[str, Any], name: str) -> str:
 
 def run_spec(
     cfg: dict[str, Any], dataset: str, method: str, noise: str, bits: int, seed: int,
-    stack: list[str] | None = None,
+    stack: list[str] | None = None, resolved: tuple[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything that determines one training run; its hash ties a result file to the config. ``stack``:
-    the noise rates the run is trained together with (:func:`noise_stacks`), ``None`` when trained alone."""
-    impl, params = resolve_method(cfg, method, dataset)
+    the noise rates the run is trained together with (:func:`noise_stacks`), ``None`` when trained alone;
+    ``resolved``: :func:`resolve_method`'s answer when the caller has it (copied, not shared)."""
+    impl, params = copy.deepcopy(resolved) if resolved is not None else resolve_method(cfg, method, dataset)
     spec = {
         "schema_version": SCHEMA_VERSION,
         "dataset": dataset,
@@ -310,3 +315,179 @@ def experiment_runs(cfg: dict[str, Any], experiment: str) -> Iterator[dict[str, 
                     for seed in exp["seeds"]:
                         yield {"dataset": dataset, "method": method, "noise": rate_str(noise), "bits": int(bits),
                                "seed": int(seed)}
+
+
+# --- the training plan: every run resolved once, grouped into training jobs -------------------------------------
+
+
+def member_name(noise: str, bits: int) -> str:
+    """File name of one run inside its training group's directory: ``noise0.2_bits16.h5``."""
+    return f"noise{noise}_bits{int(bits)}.h5"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run, resolved once per workflow invocation (``rules/common.smk``) and handed to its job.
+
+    ``spec`` is what :func:`run_spec` returns (the dict whose hash ties a result file to the config),
+    ``config_hash`` its hash, ``group`` the path component of the training group the run belongs to
+    (:func:`training_plan`). The job never sees the whole config: ``cmhash.runs.train_group`` takes these."""
+
+    spec: dict[str, Any]
+    config_hash: str
+    group: str
+
+    @property
+    def dataset(self) -> str:
+        return self.spec["dataset"]
+
+    @property
+    def method(self) -> str:
+        return self.spec["method"]
+
+    @property
+    def impl(self) -> str:
+        return self.spec["impl"]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.spec["params"]
+
+    @property
+    def noise_kind(self) -> str:
+        return self.spec["noise_kind"]
+
+    @property
+    def noise(self) -> str:
+        return self.spec["noise"]
+
+    @property
+    def bits(self) -> int:
+        return self.spec["bits"]
+
+    @property
+    def seed(self) -> int:
+        return self.spec["seed"]
+
+    @property
+    def stack(self) -> list[str] | None:
+        return self.spec.get("noise_stack")
+
+    @property
+    def member(self) -> str:
+        return member_name(self.noise, self.bits)
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}/{self.dataset}/noise{self.noise}/{self.bits}bits/seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (what Snakemake passes as params and compares to decide a rerun)."""
+        return {"spec": self.spec, "config_hash": self.config_hash, "group": self.group}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        spec = data["spec"]
+        if config_hash(spec) != data["config_hash"]:
+            raise ValueError(f"run spec of {spec.get('method')}/{spec.get('dataset')}: its config_hash does not "
+                             "match its content; pass RunSpec.to_dict() unchanged")
+        return cls(spec, data["config_hash"], data["group"])
+
+
+@dataclass(frozen=True)
+class TrainGroup:
+    """The runs one training job trains in one process, one after another (a noise stack counts as one unit).
+
+    With ``group_code_lengths: true`` a group is every code length of one (dataset, method, noise, seed), or of
+    one noise stack; with ``false`` every run (or stack) is its own group."""
+
+    dataset: str
+    noise_kind: str
+    method: str
+    seed: int
+    name: str
+    runs: tuple[RunSpec, ...]
+
+    @property
+    def noises(self) -> list[str]:
+        """The noise rates of the group's runs, in order (one noisy-label file each)."""
+        return sorted({r.noise for r in self.runs}, key=float)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Every run of every experiment of a config, resolved once: its :class:`RunSpec` and its group."""
+
+    runs: dict[tuple[str, str, str, int, int], RunSpec]  # (dataset, method, noise, bits, seed) -> spec
+    groups: dict[tuple[str, str, int, str], TrainGroup]  # (dataset, method, seed, group name) -> group
+
+    def run(self, dataset: str, method: str, noise: str, bits: int | str, seed: int | str) -> RunSpec:
+        key = (dataset, method, rate_str(float(noise)), int(bits), int(seed))
+        if key not in self.runs:
+            raise KeyError(f"{method}/{dataset}/noise{key[2]}/{key[3]} bits/seed {key[4]} is in no experiment of "
+                           "the config; add it to an experiment (experiments.<name> in config/config.yaml)")
+        return self.runs[key]
+
+    def group(self, dataset: str, method: str, seed: int | str, name: str) -> TrainGroup:
+        key = (dataset, method, int(seed), name)
+        if key not in self.groups:
+            raise KeyError(f"training group {method}/{dataset}/seed{seed}/{name} is not planned by this config; "
+                           "rerun snakemake so that the group's path is rebuilt from the config")
+        return self.groups[key]
+
+
+def group_name(noises: list[str], bits: list[int]) -> str:
+    """Path component of a training group: ``noise0.2_bits16-32`` (several noise rates: a noise stack)."""
+    return f"noise{'-'.join(noises)}_bits{'-'.join(str(int(b)) for b in bits)}"
+
+
+def training_plan(cfg: dict[str, Any]) -> TrainingPlan:
+    """Resolve every run of every experiment once (method chain, parameters, noise stack, hash) and group them
+    into training jobs (``group_code_lengths``). The runs of a group are ordered by code length, then noise."""
+    stacks = noise_stacks(cfg)
+    resolved: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    keys: dict[tuple[str, str, str, int, int], tuple[Any, ...]] = {}
+    for experiment in cfg["experiments"]:
+        for run in experiment_runs(cfg, experiment):
+            key = (run["dataset"], run["method"], run["noise"], run["bits"], run["seed"])
+            if key in keys:
+                continue
+            stack = stacks.get((run["dataset"], run["method"], run["bits"], run["seed"]))
+            noise_part = tuple(stack) if stack is not None else (run["noise"],)
+            group_key = (run["dataset"], run["method"], run["seed"], noise_part)
+            if not cfg.get("group_code_lengths", True):
+                group_key += (run["bits"],)
+            keys[key] = group_key
+    members: dict[tuple[Any, ...], list[tuple[str, str, str, int, int]]] = {}
+    for key, group_key in keys.items():
+        members.setdefault(group_key, []).append(key)
+    runs: dict[tuple[str, str, str, int, int], RunSpec] = {}
+    groups: dict[tuple[str, str, int, str], TrainGroup] = {}
+    for group_key, run_keys in members.items():
+        dataset, method, seed, noise_part = group_key[:4]
+        run_keys.sort(key=lambda k: (k[3], float(k[2])))
+        name = group_name(list(noise_part), sorted({k[3] for k in run_keys}))
+        specs = []
+        for key in run_keys:
+            if (method, dataset) not in resolved:
+                resolved[(method, dataset)] = resolve_method(cfg, method, dataset)
+            stack = stacks.get((dataset, method, key[3], seed))
+            spec = run_spec(cfg, dataset, method, key[2], key[3], seed, stack, resolved=resolved[(method, dataset)])
+            runs[key] = RunSpec(spec, config_hash(spec), name)
+            specs.append(runs[key])
+        groups[(dataset, method, seed, name)] = TrainGroup(dataset, cfg["noise"]["kind"], method, seed, name,
+                                                           tuple(specs))
+    return TrainingPlan(runs, groups)
+
+
+def single_run(cfg: dict[str, Any], dataset: str, method: str, noise: str, bits: int, seed: int) -> TrainGroup:
+    """A group of one run trained alone (no noise stack), for calling the engine outside the workflow."""
+    spec = run_spec(cfg, dataset, method, noise, bits, seed, None)
+    name = group_name([spec["noise"]], [int(bits)])
+    return TrainGroup(dataset, cfg["noise"]["kind"], method, int(seed), name, (RunSpec(spec, config_hash(spec), name),))
+
+
+def training_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Settings of the training loop that do not enter a run's hash (device, checkpoints, precision)."""
+    return {"device": cfg["device"], "checkpoint_every": int(cfg["checkpoint_every"]),
+            "amp": bool(cfg.get("amp", False)), "deterministic": bool(cfg.get("deterministic", False))}

@@ -1,14 +1,17 @@
-"""One training run and one evaluation, from files to files (what the workflow's scripts call)."""
+"""Training groups and one evaluation, from files to files (what the workflow's scripts call)."""
 
 from __future__ import annotations
 
 import logging
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
-from .config import run_config_hash, run_noise_stack, run_spec
+from .config import RunSpec, single_run, training_options
 from .data.canonical import read_features
 from .evaluate import evaluate_run  # noqa: F401  (re-exported: cmhash.runs.evaluate_run)
 from .methods import get_method_class
@@ -46,9 +49,100 @@ def _read_inputs(features_path: str | Path, noise_paths: list[str | Path]):
     return feats, noisies, mods, split
 
 
-def _train_options(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {"device": cfg["device"], "checkpoint_every": int(cfg["checkpoint_every"]),
-            "amp": bool(cfg.get("amp", False)), "deterministic": bool(cfg.get("deterministic", False))}
+def training_units(runs: Sequence[RunSpec]) -> list[list[RunSpec]]:
+    """What is trained at once, in order: a noise stack (all its members) or one run."""
+    units: dict[Any, list[RunSpec]] = {}
+    for run in runs:
+        key = (run.bits, "stack") if run.stack is not None else (run.bits, run.noise)
+        units.setdefault(key, []).append(run)
+    for unit in units.values():
+        if unit[0].stack is not None and [r.noise for r in unit] != list(unit[0].stack):
+            raise ValueError(f"{unit[0].name}: its noise stack {unit[0].stack} is not complete in this group "
+                             f"({[r.noise for r in unit]}); rerun snakemake so that the group is rebuilt")
+    return list(units.values())
+
+
+def _train_unit(unit: list[RunSpec], inputs: Any, options: dict[str, Any], out_paths: list[Path],
+                checkpoint: Path) -> None:
+    """Train one unit (one run, or one noise stack as a vmapped network) and write each member's train file."""
+    feats, noisies, mods, split = inputs
+    first = unit[0]
+    for run in unit:
+        log.info("training %s: %s", run.name, run.params)
+    train = split("train")
+    common = dict(seed=int(first.seed), modalities=tuple(mods), checkpoint_path=checkpoint,
+                  database=split("database"), **options)
+    if first.stack is None:
+        noisy = noisies[first.noise]
+        train.labels = noisy.noisy
+        results = [train_model(
+            first.impl, first.params, first.bits, train, split("val"), split("test"), noisy_flags=noisy.changed,
+            run_name=first.name, checkpoint_key=first.config_hash, clean_labels=noisy.clean,
+            noise_rate=float(first.noise), **common,
+        )]
+    else:
+        results = train_models_stacked(
+            first.impl, first.params, first.bits, train.xs, [noisies[r.noise].noisy for r in unit], split("val"),
+            split("test"), noisy_flags=[noisies[r.noise].changed for r in unit], run_names=[r.name for r in unit],
+            checkpoint_key=config_hash([r.config_hash for r in unit]), **common,
+        )
+    for run, path, result in zip(unit, out_paths, results):
+        write_train_file(path, result, feats, mods, run.spec, run.config_hash, noisies[run.noise].changed)
+    checkpoint.unlink(missing_ok=True)
+
+
+def _finished(path: Path, run_hash: str) -> bool:
+    """A member file a killed job left complete (files are written atomically) under the same config hash."""
+    if not path.exists():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("config_hash") == run_hash
+    except OSError:
+        return False
+
+
+def train_group(
+    runs: Sequence[RunSpec],
+    options: dict[str, Any],
+    features_path: str | Path,
+    noise_paths: Mapping[str, str | Path],
+    out_dir: str | Path,
+) -> list[Path]:
+    """Train the runs of one training group in this process, one unit after another (a unit is one run, or
+    one noise stack trained as a vmapped network: :mod:`cmhash.stacked`), and write ``<out_dir>/<member>``
+    per run (:func:`cmhash.config.member_name`; layout and attributes: docs/file_formats.md).
+
+    ``runs``: the group's :class:`~cmhash.config.RunSpec` (:func:`cmhash.config.training_plan`);
+    ``options``: :func:`cmhash.config.training_options`; ``noise_paths``: noise rate -> noisy-label file.
+    Every run is seeded on its own, so a run's codes do not depend on the group it is trained in (on the CPU
+    bit for bit: tests/test_runs.py). Finished members and the running unit's checkpoint are kept in
+    ``<out_dir>.partial`` (not a Snakemake output, so a killed job's rerun skips finished members and resumes
+    the running one); the folder becomes ``out_dir`` when every run is done. Returns the written paths."""
+    runs = list(runs)
+    if not runs:
+        raise ValueError(f"{out_dir}: a training group needs at least one run")
+    missing = sorted({r.noise for r in runs} - set(noise_paths), key=float)
+    if missing:
+        raise ValueError(f"{out_dir}: no noisy-label file given for the noise rates {missing}")
+    out_dir = Path(out_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    noises = sorted({r.noise for r in runs}, key=float)
+    inputs = _read_inputs(features_path, [noise_paths[n] for n in noises])
+    feats, noisy_list, mods, split = inputs
+    inputs = (feats, dict(zip(noises, noisy_list)), mods, split)
+    for i, unit in enumerate(training_units(runs), 1):
+        paths = [partial / r.member for r in unit]
+        if all(_finished(p, r.config_hash) for p, r in zip(paths, unit)):
+            log.info("unit %d: %s already trained (%s), kept", i, ", ".join(r.name for r in unit), partial)
+            continue
+        log.info("unit %d of the group: %s", i, ", ".join(r.name for r in unit))
+        _train_unit(unit, inputs, options, paths, partial / (Path(unit[0].member).stem + ".checkpoint.pt"))
+    if out_dir.exists():  # Snakemake may have made the (empty) output folder; a direct caller replaces it
+        shutil.rmtree(out_dir)
+    partial.rename(out_dir)
+    return [out_dir / r.member for r in runs]
 
 
 def train_run(
@@ -62,67 +156,15 @@ def train_run(
     bits: int,
     seed: int,
 ) -> None:
-    """Train ``method`` on ``dataset`` with the noisy labels of ``noise_path`` and write ``train.h5``."""
-    spec = run_spec(cfg, dataset, method, noise, bits, seed)
-    feats, (noisy,), mods, split = _read_inputs(features_path, [noise_path])
-    run_name = f"{method}/{dataset}/noise{noise}/{bits}bits/seed{seed}"
-    log.info("training %s: %s", run_name, spec["params"])
-    if run_noise_stack(cfg, dataset, method, bits, seed) is not None:
-        raise ValueError(f"{run_name}: stack_noise_rates is on, so this run is trained in its noise stack "
-                         "(rule train_noise_stack, cmhash.runs.train_stack_run), not alone")
-    run_hash = run_config_hash(cfg, dataset, method, noise, bits, seed, stack=None)
-    # not a Snakemake output, so it survives a killed job and the rerun resumes from it
-    checkpoint = Path(out_path).with_name("checkpoint.pt")
-    train = split("train")
-    train.labels = noisy.noisy
-    result = train_model(
-        spec["impl"], spec["params"], int(bits), train, split("val"), split("test"),
-        noisy_flags=noisy.changed, seed=int(seed), modalities=tuple(mods), run_name=run_name,
-        checkpoint_path=checkpoint, checkpoint_key=run_hash, clean_labels=noisy.clean,
-        database=split("database"), noise_rate=float(noise), **_train_options(cfg),
-    )
-    write_train_file(out_path, result, feats, mods, spec, run_hash, noisy.changed)
-    checkpoint.unlink(missing_ok=True)
-
-
-def train_stack_run(
-    cfg: dict[str, Any],
-    features_path: str | Path,
-    noise_paths: list[str | Path],
-    out_dir: str | Path,
-    dataset: str,
-    method: str,
-    noises: list[str],
-    bits: int,
-    seed: int,
-) -> list[Path]:
-    """Train the runs of ``method`` on ``dataset`` at every noise rate of ``noises`` (one noise file each, same
-    order) as one stacked network (:mod:`cmhash.stacked`); write ``<out_dir>/<noise>.h5`` per run, each with
-    the layout and attributes of a ``train.h5``. Returns the written paths."""
-    stack = run_noise_stack(cfg, dataset, method, bits, seed)
-    if stack != list(noises):
-        raise ValueError(f"{out_dir}: the config stacks the noise rates {stack} of {method}/{dataset}/{bits} bits/"
-                         f"seed {seed}, not {list(noises)}; rerun snakemake so that the stack's path is rebuilt")
-    specs = [run_spec(cfg, dataset, method, noise, bits, seed, stack) for noise in noises]
-    feats, noisies, mods, split = _read_inputs(features_path, noise_paths)
-    run_names = [f"{method}/{dataset}/noise{noise}/{bits}bits/seed{seed}" for noise in noises]
-    hashes = [config_hash(spec) for spec in specs]
-    out_dir = Path(out_dir)
-    checkpoint = out_dir.with_name(out_dir.name + ".checkpoint.pt")  # beside the output: survives a killed job
-    train = split("train")
-    results = train_models_stacked(
-        specs[0]["impl"], specs[0]["params"], int(bits), train.xs, [n.noisy for n in noisies], split("val"),
-        split("test"), noisy_flags=[n.changed for n in noisies], seed=int(seed), modalities=tuple(mods),
-        run_names=run_names, checkpoint_path=checkpoint, checkpoint_key=config_hash(hashes),
-        database=split("database"), **_train_options(cfg),
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for noise, spec, run_hash, noisy, result in zip(noises, specs, hashes, noisies, results):
-        paths.append(out_dir / f"{noise}.h5")
-        write_train_file(paths[-1], result, feats, mods, spec, run_hash, noisy.changed)
-    checkpoint.unlink(missing_ok=True)
-    return paths
+    """Train one run alone (no noise stack) with the config ``cfg`` and write its train file to ``out_path``
+    (the checkpoint ``checkpoint.pt`` beside it): the engine of :func:`train_group` for a single run outside
+    the workflow."""
+    (run,) = single_run(cfg, dataset, method, noise, bits, seed).runs
+    inputs = _read_inputs(features_path, [noise_path])
+    feats, (noisy,), mods, split = inputs
+    out_path = Path(out_path)
+    _train_unit([run], (feats, {run.noise: noisy}, mods, split), training_options(cfg), [out_path],
+                out_path.with_name("checkpoint.pt"))
 
 
 def write_train_file(

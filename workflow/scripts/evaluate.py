@@ -10,7 +10,7 @@ from cmhash.logsetup import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821
 evaluate_run(
-    snakemake.input[0],  # noqa: F821
+    Path(snakemake.input[0]) / snakemake.params.member,  # noqa: F821  (the run's file in its training group)
     snakemake.output[0],  # noqa: F821
     snakemake.params.evaluation,  # noqa: F821
     threads=snakemake.threads,  # noqa: F821

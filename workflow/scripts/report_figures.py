@@ -1,4 +1,4 @@
-"""Snakemake script: figures of one experiment (logic in :func:`cmhash.figures.report_figures`).
+"""Snakemake script: figures of one experiment (logic in :func:`cmhash.report.figures.report_figures`).
 
 snakemake.input   all metrics files of the experiment (``cmhash.metrics/1``)
 snakemake.params  experiment (str), methods (list, legend order), optional figures (dict) with the
@@ -6,8 +6,8 @@ snakemake.params  experiment (str), methods (list, legend order), optional figur
                   weights_bits, map_noise_bits, epoch_methods, weights_methods, weights_epochs,
                   weights_seed (defaults: first dataset, noise 0.6 if present else the middle rate,
                   the largest bits)
-snakemake.output  pr_png, pr_pdf, map_noise_png, map_noise_pdf, weights_png, weights_pdf,
-                  map_epoch_png, map_epoch_pdf (named; each png/pdf pair shares its path stem)
+snakemake.output  <name>_png, <name>_pdf for each figure name of cmhash.report.FIGURES (pr_curves,
+                  map_vs_noise, weight_density, map_vs_epoch; each png/pdf pair shares its path stem)
 snakemake.log     one log file
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
-from cmhash.figures import report_figures
 from cmhash.logsetup import logged_job
+from cmhash.report.figures import report_figures
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 

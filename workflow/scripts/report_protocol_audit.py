@@ -1,4 +1,4 @@
-"""Snakemake script: protocol-audit table and figure (logic in :func:`cmhash.audit.report_protocol_audit`).
+"""Snakemake script: protocol-audit table and figure (logic in :func:`cmhash.report.audit.report_protocol_audit`).
 
 snakemake.input   all metrics files of the experiment (``cmhash.metrics/1``)
 snakemake.params  experiment (str), audit (the experiment's ``protocol_audit`` block), config_hashes
@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
-from cmhash.audit import report_protocol_audit
 from cmhash.logsetup import logged_job
+from cmhash.report.audit import report_protocol_audit
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 

@@ -1,4 +1,4 @@
-"""Snakemake script: robustness table of one experiment (logic in :func:`cmhash.robustness.report_robustness`).
+"""Snakemake script: robustness table of one experiment (logic in :func:`cmhash.report.robustness.report_robustness`).
 
 snakemake.input   all metrics files of the experiment (two or more noise rates)
 snakemake.params  experiment, methods, config_hashes, paper_map (path, list or None), dataset_names
@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
 from cmhash.logsetup import logged_job
-from cmhash.robustness import report_robustness
+from cmhash.report.robustness import report_robustness
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 

@@ -1,10 +1,9 @@
-"""Snakemake script: summary tables of one experiment (logic in :func:`cmhash.tables.report_table`).
+"""Snakemake script: summary tables of one experiment (logic in :func:`cmhash.report.tables.report_table`).
 
 snakemake.input   all metrics files of the experiment (``cmhash.metrics/1``)
 snakemake.params  experiment (str), methods (list, table row order), optional ablation_bits (int),
-                  optional ablation_methods (list)
-snakemake.output  csv, md, tex, ablation_csv, ablation_md, ablation_tex, paper_csv, paper_md, paper_png,
-                  paper_pdf (named; paper_pdf is written next to paper_png)
+                  optional ablation_methods (list), config_hashes (metrics path -> hash)
+snakemake.output  csv, md, tex, ablation_csv, ablation_md, ablation_tex (named)
 snakemake.log     one log file
 """
 
@@ -14,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
 from cmhash.logsetup import logged_job
-from cmhash.tables import report_table
+from cmhash.report.tables import report_table
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
@@ -31,8 +30,6 @@ with logged_job(snakemake.log[0], "report_table") as log_:
         ablation_bits=params.get("ablation_bits"),
         ablation_methods=params.get("ablation_methods"),
         expected_hashes=params.get("config_hashes"),
-        paper_map=params.get("paper_map"),
-        dataset_names=params.get("dataset_names"),
     )
     for key, path in written.items():
         log_.info("wrote %s: %s", key, path)

@@ -1,4 +1,4 @@
-"""Snakemake script: train one (method, dataset, noise, bits, seed) run (see rules/train.smk)."""
+"""Snakemake script: train the runs of one training group in this process (see rules/train.smk)."""
 
 import sys
 from pathlib import Path
@@ -7,20 +7,17 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src")) 
 
 import torch
 
+from cmhash.config import RunSpec
 from cmhash.logsetup import setup_logging
-from cmhash.runs import train_run
+from cmhash.runs import train_group
 
 setup_logging(snakemake.log[0])  # noqa: F821
 torch.set_num_threads(snakemake.threads)  # noqa: F821
-wc = snakemake.wildcards  # noqa: F821
-train_run(
-    snakemake.config,  # noqa: F821
+params = snakemake.params  # noqa: F821
+train_group(
+    [RunSpec.from_dict(run) for run in params.runs],
+    params.options,
     snakemake.input.features,  # noqa: F821
-    snakemake.input.noise,  # noqa: F821
+    dict(zip(params.noises, snakemake.input.noise)),  # noqa: F821
     snakemake.output[0],  # noqa: F821
-    dataset=wc.dataset,
-    method=wc.method,
-    noise=wc.noise,
-    bits=int(wc.bits),
-    seed=int(wc.seed),
 )

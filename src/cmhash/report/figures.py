@@ -3,7 +3,7 @@
 - :func:`plot_pr_curves`     precision-recall by Hamming radius (paper Fig. 2 left)
 - :func:`plot_map_vs_noise`  MAP vs noise rate (paper Fig. 2 right)
 - :func:`plot_weight_density` density of the self-paced sample weights over epochs (paper Fig. 3)
-- :func:`plot_map_vs_epoch`  validation MAP vs epoch for RSHNL and variants (paper Fig. 4)
+- :func:`plot_map_vs_epoch`  validation MAP vs epoch per method (paper Fig. 4: RSHNL and its variants)
 
 Figures are built with :class:`matplotlib.figure.Figure` (no pyplot, no GUI backend: PNG is rendered by
 Agg, PDF by the PDF backend) under seaborn's styling. Every function writes ``<stem>.png`` and
@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .tables import check_config_hashes, collect_results, summarise
+from . import FIGURES
+from .results import check_config_hashes, collect_results, summarise
+from .style import figure_style, line_style, message_figure, method_colors, save_figure
 
 Results = pd.DataFrame | Iterable[str | os.PathLike]
 
@@ -41,43 +41,10 @@ _TOTAL_COLOR = "#222222"
 # --------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _style():
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
-        yield
 
 
-def save_figure(fig: Figure, out_stem: str | os.PathLike, dpi: int = 200) -> list[Path]:
-    """Write ``fig`` to ``<out_stem>.png`` and ``<out_stem>.pdf`` (temporary name, then rename)."""
-    stem = Path(out_stem)
-    if stem.suffix.lower() in (".png", ".pdf"):
-        stem = stem.with_suffix("")
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for ext in ("png", "pdf"):
-        target = stem.parent / f"{stem.name}.{ext}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp.{ext}", dir=stem.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=ext, dpi=dpi, metadata={"CreationDate": None} if ext == "pdf" else None)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        written.append(target)
-    return written
 
 
-def _message_figure(out_stem, title: str, message: str) -> list[Path]:
-    with _style():
-        fig = Figure(figsize=(8.0, 3.2), layout="constrained")
-        ax = fig.add_subplot()
-        ax.set_axis_off()
-        ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=13, color="0.35", wrap=True,
-                transform=ax.transAxes)
-        fig.suptitle(title)
-        return save_figure(fig, out_stem)
 
 
 def _as_frame(results: Results) -> pd.DataFrame:
@@ -97,23 +64,10 @@ def _methods(df: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def method_colors(methods: Sequence[str]) -> dict[str, tuple]:
-    """A stable colour per method (seaborn ``colorblind`` palette, then ``husl`` for many methods)."""
-    methods = list(dict.fromkeys(methods))
-    if len(methods) <= 10:
-        palette = sns.color_palette("colorblind", 10)
-    else:
-        palette = sns.color_palette("husl", len(methods))
-    return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
 
 
-_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
 
 
-def _line_kw(method: str, color, index: int = 0) -> dict:
-    main = method.upper() == "RSHNL"
-    return {"color": color, "lw": 2.4 if main else 1.5, "zorder": 3 if main else 2,
-            "marker": _MARKERS[index % len(_MARKERS)]}
 
 
 def _fmt(x: float) -> str:
@@ -192,10 +146,11 @@ def plot_pr_curves(
     noise: float | None = None,
     bits: int | None = None,
     methods: Sequence[str] | None = None,
+    highlight: str | None = None,
 ) -> list[Path]:
     """Precision-recall curves by Hamming radius, one line per method, one panel per task.
 
-    ``results`` is a :func:`cmhash.tables.collect_results` frame or a list of metrics files. The
+    ``results`` is a :func:`cmhash.report.results.collect_results` frame or a list of metrics files. The
     curve point at radius r is (recall, precision) of all database items within Hamming distance r,
     averaged over seeds. Defaults: see :func:`pick_setting`. Writes ``<out_stem>.png/.pdf``.
     """
@@ -204,12 +159,12 @@ def plot_pr_curves(
     sel = _select(df, dataset, noise, bits)
     title = _setting_title("Precision–recall by Hamming radius", dataset, noise, bits)
     if sel.empty:
-        return _message_figure(out_stem, title, "no data")
+        return message_figure(out_stem, title, "no data")
     tasks = _order(sel["task"])
     order = _methods(sel, methods)
     colors = method_colors(order)
     skipped: list[str] = []
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(4.4 * len(tasks) + 0.4, 4.4), layout="constrained")
         axes = fig.subplots(1, len(tasks), squeeze=False)[0]
         handles: dict[str, Line2D] = {}
@@ -230,7 +185,7 @@ def plot_pr_curves(
                 ok = np.isfinite(prec) & np.isfinite(rec)
                 every = max(1, int(ok.sum()) // 12)
                 (line,) = ax.plot(rec[ok], prec[ok], ms=4, markevery=every, label=m,
-                                  **_line_kw(m, colors[m], order.index(m)))
+                                  **line_style(m, colors[m], order.index(m), highlight))
                 handles.setdefault(m, line)
             ax.set_title(task)
             ax.set_xlabel("Recall")
@@ -243,7 +198,7 @@ def plot_pr_curves(
         if skipped:
             _note(fig, "no PR data: " + ", ".join(skipped))
         if not handles:
-            return _message_figure(out_stem, title, "no PR data")
+            return message_figure(out_stem, title, "no PR data")
         return save_figure(fig, out_stem)
 
 
@@ -267,17 +222,18 @@ def plot_map_vs_noise(
     bits: int | None = None,
     methods: Sequence[str] | None = None,
     datasets: Sequence[str] | None = None,
+    highlight: str | None = None,
 ) -> list[Path]:
     """MAP (%) vs noise rate, one line per method; panels: one row per dataset, one column per task.
 
-    ``summary`` is a :func:`cmhash.tables.summarise` frame (a :func:`collect_results` frame is
+    ``summary`` is a :func:`cmhash.report.results.summarise` frame (a :func:`collect_results` frame is
     summarised first). ``bits`` defaults to the largest code length. Error bars show the standard
     deviation over seeds where there is more than one seed. Writes ``<out_stem>.png/.pdf``.
     """
     if "n_seeds" not in summary.columns and "seed" in summary.columns:
         summary = summarise(summary, "")
     if summary.empty:
-        return _message_figure(out_stem, "MAP vs noise rate", "no data")
+        return message_figure(out_stem, "MAP vs noise rate", "no data")
     if bits is None:
         bits = int(summary["bits"].max())
     sel = summary[summary["bits"].astype(int) == int(bits)]
@@ -285,13 +241,13 @@ def plot_map_vs_noise(
         sel = sel[sel["dataset"].isin(list(datasets))]
     title = f"MAP vs noise rate — {bits} bits"
     if sel.empty:
-        return _message_figure(out_stem, title, "no data")
+        return message_figure(out_stem, title, "no data")
     ds = _order(sel["dataset"]) if datasets is None else [d for d in datasets if d in set(sel["dataset"])]
     tasks = _order(sel["task"])
     order = _methods(sel, methods)
     colors = method_colors(order)
     noises = sorted(set(sel["noise"].astype(float)))
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(4.4 * len(tasks) + 0.4, 3.6 * len(ds) + 0.9), layout="constrained")
         axes = fig.subplots(len(ds), len(tasks), squeeze=False)
         handles: dict[str, Line2D] = {}
@@ -306,7 +262,7 @@ def plot_map_vs_noise(
                     std = line_df["std"].where(line_df["n_seeds"] > 1).to_numpy(float)
                     cont = ax.errorbar(line_df["noise"], line_df["map"], yerr=None if np.all(np.isnan(std))
                                        else np.nan_to_num(std), ms=5, capsize=3,
-                                       **_line_kw(m, colors[m], order.index(m)))
+                                       **line_style(m, colors[m], order.index(m), highlight))
                     handles.setdefault(m, cont.lines[0])
                 ax.set_title(f"{d} — {task}" if len(ds) > 1 else task)
                 ax.set_xticks(noises)
@@ -389,7 +345,7 @@ def plot_weight_density(
     sel = _select(df, dataset, noise, bits)
     title = _setting_title("Density of self-paced sample weights", dataset, noise, bits)
     if sel.empty:
-        return _message_figure(out_stem, title, "no data")
+        return message_figure(out_stem, title, "no data")
     order = _methods(sel, methods)
     found: dict[str, tuple[int, dict]] = {}
     skipped: list[str] = []
@@ -406,11 +362,11 @@ def plot_weight_density(
         if w is None:
             skipped.append(m)
     if not found:
-        return _message_figure(out_stem, title, "no sample weights recorded"
+        return message_figure(out_stem, title, "no sample weights recorded"
                                + (f" ({', '.join(skipped)})" if skipped else ""))
     shown = {m: _pick_epochs(w, epochs, n_epochs_shown) for m, (_, w) in found.items()}
     ncols = max(len(v) for v in shown.values())
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(2.9 * ncols + 0.6, 2.5 * len(found) + 1.2), layout="constrained")
         axes = fig.subplots(len(found), ncols, squeeze=False, sharey="row")
         for i, (m, (sd, w)) in enumerate(found.items()):
@@ -479,6 +435,7 @@ def plot_map_vs_epoch(
     bits: int | None = None,
     methods: Sequence[str] | None = None,
     column: str = "val_map_mean",
+    highlight: str | None = None,
 ) -> list[Path]:
     """Validation MAP (%) vs epoch, one line per method, for one (dataset, noise, bits) (paper Fig. 4).
 
@@ -491,11 +448,11 @@ def plot_map_vs_epoch(
     sel = _select(df, dataset, noise, bits)
     title = _setting_title("Validation MAP vs epoch", dataset, noise, bits)
     if sel.empty:
-        return _message_figure(out_stem, title, "no data")
+        return message_figure(out_stem, title, "no data")
     order = _methods(sel, methods)
     colors = method_colors(order)
     skipped: list[str] = []
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(7.2, 4.6), layout="constrained")
         ax = fig.subplots()
         handles = {}
@@ -507,7 +464,7 @@ def plot_map_vs_epoch(
                 continue
             frame = pd.concat([pd.Series(y, index=x) for x, y, _ in hists], axis=1).sort_index() * 100
             mean = frame.mean(axis=1)
-            kw = _line_kw(m, colors[m], order.index(m))
+            kw = line_style(m, colors[m], order.index(m), highlight)
             (line,) = ax.plot(mean.index, mean.to_numpy(), label=m, ms=4,
                               markevery=max(1, len(mean) // 10), **kw)
             handles[m] = line
@@ -527,7 +484,7 @@ def plot_map_vs_epoch(
         if skipped:
             _note(fig, f"no history/{column}: " + ", ".join(skipped))
         if not handles:
-            return _message_figure(out_stem, title, f"no history/{column}")
+            return message_figure(out_stem, title, f"no history/{column}")
         return save_figure(fig, out_stem)
 
 
@@ -535,13 +492,9 @@ def plot_map_vs_epoch(
 # Snakemake entry
 # --------------------------------------------------------------------------------------------------
 
-#: Output keys of :func:`report_figures` and the figure each one belongs to.
-FIGURE_OUTPUTS = {
-    "pr": ("pr_png", "pr_pdf"),
-    "map_noise": ("map_noise_png", "map_noise_pdf"),
-    "weights": ("weights_png", "weights_pdf"),
-    "map_epoch": ("map_epoch_png", "map_epoch_pdf"),
-}
+#: Output keys of :func:`report_figures`: ``<name>_png`` / ``<name>_pdf`` per figure name of
+#: :data:`cmhash.report.FIGURES`, the name also being the file's (``results/figures/<experiment>/<name>.png``).
+FIGURE_OUTPUTS = {name: (f"{name}_png", f"{name}_pdf") for name in FIGURES}
 
 
 def _stem_for(outputs: Mapping[str, str | os.PathLike], name: str) -> Path | None:
@@ -569,10 +522,11 @@ def report_figures(
     single-setting figures: 0.6 if present else the middle rate, and the largest bits),
     ``pr_noise``, ``pr_bits``, ``epoch_noise``, ``epoch_bits``, ``weights_noise``, ``weights_bits``
     (per-figure overrides), ``map_noise_bits`` (default: largest), ``epoch_methods`` (default
-    ``methods``), ``weights_methods`` (default ``["RSHNL"]`` when present, else ``methods``),
+    ``methods``), ``weights_methods`` (default: the ``highlight`` method when present, else ``methods``),
+    ``highlight`` (the method drawn bolder: config ``highlight_method``),
     ``weights_epochs``, ``weights_seed``.
     ``expected_hashes``: metrics path -> config hash of the current config; other results are refused
-    (:func:`cmhash.tables.check_config_hashes`), as for the tables.
+    (:func:`cmhash.report.results.check_config_hashes`), as for the tables.
     """
     s = dict(settings or {})
     df = collect_results(list(paths))
@@ -587,22 +541,23 @@ def report_figures(
     def setting(prefix: str):
         return (dataset, s.get(f"{prefix}_noise", s.get("noise")), s.get(f"{prefix}_bits", s.get("bits")))
 
-    if (stem := _stem_for(outputs, "pr")) is not None:
+    if (stem := _stem_for(outputs, "pr_curves")) is not None:
         d, n, b = setting("pr")
-        written += plot_pr_curves(df, stem, d, n, b, methods=order)
-    if (stem := _stem_for(outputs, "map_noise")) is not None:
+        written += plot_pr_curves(df, stem, d, n, b, methods=order, highlight=s.get("highlight"))
+    if (stem := _stem_for(outputs, "map_vs_noise")) is not None:
         summary = summarise(df, experiment, order)
         written += plot_map_vs_noise(summary, stem, bits=s.get("map_noise_bits"), methods=order,
-                                     datasets=[dataset] if dataset else None)
-    if (stem := _stem_for(outputs, "weights")) is not None:
+                                     datasets=[dataset] if dataset else None, highlight=s.get("highlight"))
+    if (stem := _stem_for(outputs, "weight_density")) is not None:
         d, n, b = setting("weights")
         wm = s.get("weights_methods")
         if wm is None:
             present = _order(df["method"]) if not df.empty else []
-            wm = ["RSHNL"] if "RSHNL" in present else order
+            wm = [s["highlight"]] if s.get("highlight") in present else order
         written += plot_weight_density(df, stem, d, n, b, methods=wm,
                                        seed=s.get("weights_seed"), epochs=s.get("weights_epochs"))
-    if (stem := _stem_for(outputs, "map_epoch")) is not None:
+    if (stem := _stem_for(outputs, "map_vs_epoch")) is not None:
         d, n, b = setting("epoch")
-        written += plot_map_vs_epoch(df, stem, d, n, b, methods=s.get("epoch_methods", order))
+        written += plot_map_vs_epoch(df, stem, d, n, b, methods=s.get("epoch_methods", order),
+                                     highlight=s.get("highlight"))
     return written

@@ -23,9 +23,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from .figures import save_figure
-from .store import FUSED_TASK
-from .tables import atomic_write_text, check_config_hashes, collect_results
+from ..store import FUSED_TASK
+from .results import atomic_write_text, check_config_hashes, collect_results
+from .style import save_figure
 
 #: Columns of :func:`protocol_table`, in this order.
 PROTOCOL_COLUMNS = ["audited", "setting", "method", "dataset", "task", "noise", "bits", "map", "std", "n_seeds",
@@ -46,7 +46,7 @@ def _settings(audit: Audit) -> list[tuple[str, str, str, str]]:
 
 
 def protocol_table(df: pd.DataFrame, audit: Audit) -> pd.DataFrame:
-    """Tabulate :func:`cmhash.tables.collect_results` rows for the settings of ``audit``.
+    """Tabulate :func:`cmhash.report.results.collect_results` rows for the settings of ``audit``.
 
     Tasks are the cross-modal tasks of the files (not ``FUSED``) plus ``avg`` (the mean of the tasks per
     seed). ``map`` and ``std`` are the mean and population std (ddof 0) over seeds in percent; ``delta`` and

@@ -3,7 +3,7 @@ r"""Robustness profile: how much of its MAP a method keeps as the noise rate gro
 For every (dataset, method, task, bits) of an experiment with two or more noise rates, retention at noise ``n``
 is ``MAP(n) / MAP(n_0)`` with ``n_0`` the experiment's lowest noise rate; a method's retention at ``n`` is the
 mean over tasks (I2T, T2I; fused codes excluded) and code lengths, in percent. The paper's retention is
-computed the same way from the published MAP tables (:mod:`cmhash.paper`), at the experiment's noise rates and
+computed the same way from the published MAP tables (:mod:`cmhash.report.published`), at the experiment's noise rates and
 code lengths (all the paper's code lengths when it prints none of ours):
 
 * ``paper_same`` -- on the paper's version of our dataset (``datasets.<name>.paper_name``), where it has one;
@@ -24,7 +24,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .store import FUSED_TASK
+from ..store import FUSED_TASK
+from .published import load_paper_maps
+from .results import atomic_write_text, check_config_hashes, collect_results, summarise
 
 COLUMNS = ["dataset", "method", "noise", "ours", "paper_same", "paper_all", "paper", "n_cells"]
 
@@ -43,7 +45,7 @@ def _retention(rows: pd.DataFrame, base_noise: float, group: list[str]) -> pd.Da
 def robustness_table(
     summary: pd.DataFrame, paper: pd.DataFrame | None = None, dataset_names: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
-    """One row per (dataset, method, noise) of ``summary`` (:func:`cmhash.tables.summarise`'s columns; ``map``
+    """One row per (dataset, method, noise) of ``summary`` (:func:`cmhash.report.results.summarise`'s columns; ``map``
     in percent) with our retention and the papers' (module docstring); columns :data:`COLUMNS`."""
     if summary.empty:
         return pd.DataFrame(columns=COLUMNS)
@@ -146,13 +148,11 @@ def report_robustness(
     dataset_names: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """Metrics files -> ``outputs["csv"]`` (:data:`COLUMNS`) and ``outputs["md"]``, written atomically."""
-    from . import paper as _paper
-    from .tables import atomic_write_text, check_config_hashes, collect_results, summarise
 
     df = collect_results(paths)
     if expected_hashes is not None:
         check_config_hashes(df, expected_hashes)
-    table = robustness_table(summarise(df, experiment, methods), _paper.load_paper_maps(paper_map), dataset_names)
+    table = robustness_table(summarise(df, experiment, methods), load_paper_maps(paper_map), dataset_names)
     written = {}
     if "csv" in outputs:
         written["csv"] = atomic_write_text(outputs["csv"], table.to_csv(index=False))

@@ -1,13 +1,13 @@
-"""Paper-vs-ours: put a paper's published MAP beside ours (CSV, Markdown) and draw ours-vs-paper scatters.
+"""The papers' published MAP values: read the long CSVs and match them to our summary (the report's bottom layer).
 
 The papers' numbers come from long CSVs (``resources/paper/<paper>_paper_map.csv``, provenance in its README)
 with the columns :data:`PAPER_COLUMNS`; ``map`` is in percent and empty where the paper prints no value
 (out-of-memory '/'). Several papers can be given (config ``paper_map``: one path or a list): each row then
 carries ``paper`` = the file's stem without ``_paper_map`` (``rshnl``, ``rfcmh``, ...), and where two papers print
 the same cell (RFCMH's tables repeat RSHNL's baselines) the first file in the list wins. Our summary
-(:func:`cmhash.tables.summarise`, plus the ``avg`` rows of :func:`cmhash.tables.ablation_table`) is matched on
-(dataset, task, method, noise, bits), the dataset through ``dataset_names`` (our name -> the paper's, from
-``datasets.<name>.paper_name``).
+(:func:`cmhash.report.results.summarise`, plus the ``avg`` rows of :func:`cmhash.report.results.ablation_table`)
+is matched on (dataset, task, method, noise, bits), the dataset through ``dataset_names`` (our name -> the
+paper's, from ``datasets.<name>.paper_name``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 PAPER_COLUMNS = ["table", "dataset", "task", "method", "venue", "noise", "bits", "map"]
+
+
 #: Columns of :func:`join_paper`'s result.
 JOINED_COLUMNS = [
     "table",
@@ -101,7 +103,7 @@ def load_paper_maps(paths: str | os.PathLike | Sequence[str | os.PathLike] | Non
 def join_paper(ours: pd.DataFrame, paper: pd.DataFrame, dataset_names: Mapping[str, str]) -> pd.DataFrame:
     """Our summary rows with the paper's ``paper_map`` and ``diff`` = ours − paper (percentage points).
 
-    ``ours`` has the columns of :func:`cmhash.tables.summarise` (``map`` in percent). Every row of ``ours``
+    ``ours`` has the columns of :func:`cmhash.report.results.summarise` (``map`` in percent). Every row of ``ours``
     is kept, in order; ``paper_map``/``diff`` are NaN where the paper has no such cell or prints none.
     """
     if ours.empty:
@@ -126,90 +128,3 @@ def join_paper(ours: pd.DataFrame, paper: pd.DataFrame, dataset_names: Mapping[s
 def has_matches(joined: pd.DataFrame) -> bool:
     """Whether any row has a published value to compare with."""
     return bool(not joined.empty and joined["paper_map"].notna().any())
-
-
-def to_markdown(joined: pd.DataFrame, experiment: str) -> str:
-    """A Markdown table of the rows that have a paper cell: ours, paper, difference (percent, 1 decimal)."""
-    title = f"## {experiment}: ours vs paper\n\n"
-    if not has_matches(joined):
-        return title + "_No cell of this experiment appears in the paper's tables._\n"
-    rows = joined[joined["paper_table"].notna()]
-    lines = [
-        "| Paper | Table | Dataset | Task | Method | Noise | Bits | Ours | Paper's | Diff |",
-        "|:---|---:|:---|:---|:---|---:|---:|---:|---:|---:|",
-    ]
-
-    def fmt(v: float, signed: bool = False) -> str:
-        return "–" if v is None or not np.isfinite(v) else (f"{v:+.1f}" if signed else f"{v:.1f}")
-
-    for r in rows.itertuples():
-        lines.append(
-            f"| {r.paper or '–'} | {r.paper_table} | {r.dataset} | {r.task} | {r.method} | {float(r.noise):g} | {r.bits} | "
-            f"{fmt(r.map)} | {fmt(r.paper_map)} | {fmt(r.diff, True)} |"
-        )
-    ok = rows["diff"].notna()
-    summary = ""
-    if ok.any():
-        d = rows.loc[ok, "diff"]
-        summary = (
-            f"\n{int(ok.sum())} cells compared: mean difference {d.mean():+.2f}, mean absolute "
-            f"difference {d.abs().mean():.2f} percentage points (ours − paper).\n"
-        )
-    return title + "\n".join(lines) + "\n" + summary
-
-
-def plot_scatter(joined: pd.DataFrame, out_stem: str | os.PathLike, experiment: str) -> list[Path]:
-    """Ours (y) vs paper (x) MAP, one panel per method with a published value, diagonal = perfect agreement.
-
-    Writes ``<out_stem>.png`` and ``.pdf`` atomically; without any match the figure says so.
-    """
-    from matplotlib.figure import Figure
-
-    from .figures import method_colors, save_figure
-
-    pairs = joined[joined["paper_map"].notna() & joined["map"].notna()] if not joined.empty else joined
-    methods = list(dict.fromkeys(pairs["method"])) if not pairs.empty else []
-    if not methods:
-        fig = Figure(figsize=(6.0, 2.5), layout="constrained")
-        ax = fig.add_subplot()
-        ax.set_axis_off()
-        ax.text(
-            0.5,
-            0.5,
-            "no cell of this experiment appears in the paper's tables",
-            ha="center",
-            va="center",
-            color="0.35",
-            transform=ax.transAxes,
-        )
-        fig.suptitle(f"{experiment}: ours vs paper")
-        return save_figure(fig, out_stem)
-    colors = method_colors(methods)
-    fig = Figure(figsize=(3.6 * len(methods), 3.8), layout="constrained")
-    axes = fig.subplots(1, len(methods), squeeze=False)[0]
-    markers = {t: m for t, m in zip(sorted(set(pairs["task"])), ["o", "s", "^", "D"] * 4)}
-    lo = float(min(pairs["map"].min(), pairs["paper_map"].min())) - 2
-    hi = float(max(pairs["map"].max(), pairs["paper_map"].max())) + 2
-    for ax, method in zip(axes, methods, strict=True):
-        sub = pairs[pairs["method"] == method]
-        for task, grp in sub.groupby("task", sort=False):
-            ax.scatter(
-                grp["paper_map"],
-                grp["map"],
-                color=colors[method],
-                marker=markers[task],
-                s=22,
-                label=task,
-                alpha=0.85,
-            )
-        ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, ls="--")
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_aspect("equal")
-        d = sub["diff"]
-        ax.set_title(f"{method}  (mean diff {d.mean():+.1f}, n={len(sub)})", fontsize=10)
-        ax.set_xlabel("paper MAP (%)")
-        ax.legend(fontsize=8, loc="upper left")
-    axes[0].set_ylabel("our MAP (%)")
-    fig.suptitle(f"{experiment}: ours vs paper")
-    return save_figure(fig, out_stem)

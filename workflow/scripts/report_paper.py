@@ -1,0 +1,38 @@
+"""Snakemake script: one experiment beside the papers' MAP (logic in :func:`cmhash.report.paper.report_paper`).
+
+snakemake.input   all metrics files of the experiment (``cmhash.metrics/1``)
+snakemake.params  experiment (str), methods (list, table row order), optional ablation_bits (int),
+                  optional ablation_methods (list), config_hashes (metrics path -> hash), paper_map
+                  (CSV path or list, or None), dataset_names (ours -> the paper's)
+snakemake.output  paper_csv, paper_md, paper_png, paper_pdf (named; paper_pdf is written next to paper_png)
+snakemake.log     one log file
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
+
+from cmhash.logsetup import logged_job
+from cmhash.report.paper import report_paper
+
+snakemake = globals()["snakemake"]  # injected by Snakemake
+
+with logged_job(snakemake.log[0], "report_paper") as log_:
+    params = dict(snakemake.params.items())
+    outputs = {k: v for k, v in snakemake.output.items()}
+    log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(snakemake.input),
+             sorted(outputs))
+    written = report_paper(
+        list(snakemake.input),
+        params["experiment"],
+        outputs,
+        params.get("paper_map"),
+        methods=params.get("methods"),
+        ablation_bits=params.get("ablation_bits"),
+        ablation_methods=params.get("ablation_methods"),
+        expected_hashes=params.get("config_hashes"),
+        dataset_names=params.get("dataset_names"),
+    )
+    for key, path in written.items():
+        log_.info("wrote %s: %s", key, path)
