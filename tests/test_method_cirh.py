@@ -246,4 +246,4 @@ def test_toy_run_is_deterministic_and_label_free():
         np.testing.assert_array_equal(x, z)
         assert x.shape == (30, 16)
     assert len(a.history["loss"]) == 2 and "loss_regress" in a.history
-    assert a.fused_codes is None  # per-modality hash functions only
+    assert a.joint_codes == {}  # per-modality hash functions only

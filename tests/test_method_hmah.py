@@ -256,7 +256,8 @@ def test_toy_run_is_deterministic_and_stores_fused_codes():
     params = resolve_params("hmah", SMALL)
     a = train_model("hmah", params, 16, tr, va, te, np.zeros(90, bool), seed=4, device="cpu")
     b = train_model("hmah", params, 16, tr, va, te, np.zeros(90, bool), seed=4, device="cpu")
-    for x, z in zip([*a.codes, a.fused_codes], [*b.codes, b.fused_codes]):
+    assert list(a.joint_codes) == ["fused"]
+    for x, z in zip([*a.codes, a.joint_codes["fused"]], [*b.codes, b.joint_codes["fused"]]):
         np.testing.assert_array_equal(x, z)
         assert x.shape == (30, 16)
     assert a.best_epoch == 1  # the teacher epoch never competes for the best epoch

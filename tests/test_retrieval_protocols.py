@@ -18,7 +18,9 @@ from cmhash.methods import get_method_class, resolve_params
 from cmhash.metrics import mean_average_precision
 from cmhash.noise import make_noisy_labels, write_noisy_labels
 from cmhash.runs import evaluate_run, train_run
-from cmhash.store import FUSED_TASK, atomic_h5, get_attr
+from cmhash.store import atomic_h5, get_attr, is_cross_modal_task, joint_task_name
+
+FUSED_TASK = joint_task_name("fused")  # the task of NSRMH's joint code set 'fused'
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = {"train": 30, "val": 9, "test": 8, "database": 40}
@@ -116,8 +118,10 @@ def test_nsrmh_fused_code_is_one_code_per_pair():
     assert fused.shape == (7, 24) and fused.abs().max() < 1  # tanh output, signed by the training loop
     no_fusion = get_method_class("nsrmh")((6, 5), 3, 24, {**params, "fused_weight": 0.0})
     assert no_fusion.encode_fused(xs) is None
+    assert set(model.encode_joint(xs)) == {"fused"} and no_fusion.encode_joint(xs) == {}
+    torch.testing.assert_close(model.encode_joint(xs)["fused"], fused)
     ce = get_method_class("ce_baseline")((6, 5), 3, 24, resolve_params("ce_baseline", {}))
-    assert ce.encode_fused(xs) is None
+    assert ce.encode_joint(xs) == {}  # the base class declares no joint code set
     with pytest.raises(ValueError, match="fused_weight: 0"):  # branches whose outputs cannot be added
         get_method_class("nsrmh")((6, 5), 3, 24, {**params, "hidden": []})
 
@@ -175,7 +179,7 @@ def test_fused_map_at_k_counts_queries_without_relevant_items_in_the_top_k_as_ze
     q_labels, db_labels = np.eye(3, dtype=np.uint8)[[0, 1, 1]], np.eye(3, dtype=np.uint8)[db_class]
     attrs = {"method": "NSRMH", "dataset": "toy", "noise": 0.2, "bits": 2, "seed": 0,
              "modalities": ["image", "text"]}
-    with atomic_h5(tmp_path / "train.h5", "train", attrs) as f:
+    with atomic_h5(tmp_path / "train.h5", "train", {**attrs, "joint_codes": ["fused"]}) as f:
         for m in ("image", "text"):
             f[f"codes/{m}"], f[f"database/{m}"] = q_codes, db_codes
         f["codes/labels"], f["database/labels"] = q_labels, db_labels
@@ -185,3 +189,37 @@ def test_fused_map_at_k_counts_queries_without_relevant_items_in_the_top_k_as_ze
     assert maps[FUSED_TASK] == pytest.approx((0 + (1 + 2 / 4) / 2 + (1 / 11 + 2 / 14) / 2) / 3, abs=1e-12)
     ap_all_a = (1 / 56 + 2 / 57 + 3 / 58 + 4 / 59 + 5 / 60) / 5  # query A counts in MAP@all
     assert maps["I2T"] == pytest.approx((ap_all_a + (1 + 2 / 4) / 2 + (1 / 11 + 2 / 14) / 2) / 3, abs=1e-12)
+
+
+def test_the_evaluator_scores_every_joint_code_set_the_file_declares(tmp_path):
+    """Generic joint code sets: two declared sets get one task each, an undeclared group none.
+
+    Hand case, 1-bit codes, 2 queries x 3 database items, all of one class except database item 2:
+    set ``fused`` ranks query 0 (+) in (+, +, -): relevant at ranks 1, 2 -> AP 1; query 1 (-) ranks the
+    tie-ordered (-) item 2 (irrelevant) first, then items 0, 1 at ranks 2, 3: AP (1/2 + 2/3) / 2 = 7/12.
+    MAP@3 = (1 + 7/12) / 2 = 19/24. Set ``joint`` has all codes equal: index order, AP 1 each: 1.
+    """
+    q, db = np.array([[1], [-1]], np.int8), np.array([[1], [1], [-1]], np.int8)
+    q_labels, db_labels = np.eye(2, dtype=np.uint8)[[0, 0]], np.eye(2, dtype=np.uint8)[[0, 0, 1]]
+    attrs = {"method": "X", "dataset": "toy", "noise": 0.2, "bits": 1, "seed": 0,
+             "modalities": ["image", "text"], "joint_codes": ["fused", "joint"]}
+    with atomic_h5(tmp_path / "train.h5", "train", attrs) as f:
+        for m in ("image", "text"):
+            f[f"codes/{m}"], f[f"database/{m}"] = q, db
+        f["codes/labels"], f["database/labels"] = q_labels, db_labels
+        f["fused/test"], f["fused/database"] = q, db
+        f["joint/test"], f["joint/database"] = np.ones((2, 1), np.int8), np.ones((3, 1), np.int8)
+        f["other/test"], f["other/database"] = q, db  # not declared: not a task
+    evaluation = {"tie_order": "index", "topk": [], "pn": [], "empty_queries": "skip", "fused_topk": 3}
+    maps = evaluate_run(tmp_path / "train.h5", tmp_path / "metrics.h5", evaluation)
+    assert set(maps) == {"I2T", "T2I", "FUSED", "JOINT"}
+    assert maps["FUSED"] == pytest.approx(19 / 24, abs=1e-12) and maps["JOINT"] == pytest.approx(1.0)
+    assert [t for t in maps if is_cross_modal_task(t)] == ["I2T", "T2I"]
+    with h5py.File(tmp_path / "metrics.h5") as f:
+        assert "fused" in f and "joint" in f and "other" not in f
+
+
+@pytest.mark.parametrize("name", ["codes", "weights", "Fused", "i2t", "two words", ""])
+def test_a_joint_code_set_name_that_would_clash_is_refused(name):
+    with pytest.raises(ValueError, match="joint code set"):
+        joint_task_name(name)

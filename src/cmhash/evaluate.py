@@ -14,7 +14,7 @@ from typing import Any
 import h5py
 
 from . import metrics
-from .store import FUSED_TASK, atomic_h5, get_attr, open_h5, set_attr, task_names
+from .store import atomic_h5, get_attr, joint_task_name, open_h5, set_attr, task_names
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +26,17 @@ def evaluate_run(
 
     Queries are the test codes; the database is the run's ``/database`` codes when its dataset has a
     database split, else the test codes again. Task ``I2T`` ranks image queries in the text database, ``T2I``
-    the reverse. With ``evaluation["fused_topk"] = k`` and fused codes in the file, task ``FUSED`` ranks the
-    fused queries in the fused database; its ``map`` is MAP@k with queries without a relevant item in the
-    top k counted as 0 (NSRMH's protocol). ``threads``: worker threads of the metrics (default: up to 8 of the
+    the reverse. With ``evaluation["fused_topk"] = k``, every joint code set the file declares (attribute
+    ``joint_codes``, e.g. ``fused``: one code per pair) gets the task ``NAME``, its test codes ranked in its
+    database codes; its ``map`` is MAP@k with queries without a relevant item in the top k counted as 0
+    (the fusion-hashing protocol of NSRMH). ``threads``: worker threads of the metrics (default: up to 8 of the
     CPUs this process may use); the values do not depend on it. Returns ``map`` per task.
     """
     fused_topk = evaluation.get("fused_topk")
     with open_h5(train_path, "train") as src:
         attrs = {key: get_attr(src, key) for key in src.attrs if key not in ("schema", "package_version", "created")}
         mods = attrs["modalities"]
+        joint = [str(name) for name in attrs.get("joint_codes", [])] if fused_topk else []
         retrieval_set = "database" if "database" in src else "test"
         db_group = "database" if retrieval_set == "database" else "codes"
         queries = [src[f"codes/{m}"][()] for m in mods]
@@ -47,7 +49,7 @@ def evaluate_run(
                 set_attr(dst, key, evaluation[key])
             set_attr(dst, "fused_topk", fused_topk)
             set_attr(dst, "retrieval_set", retrieval_set)
-            for group in ("codes", "database", "fused", "history", "weights"):
+            for group in ("codes", "database", *attrs.get("joint_codes", []), "history", "weights"):
                 if group in src:
                     src.copy(src[group], dst, name=group)
             for task, (q, d) in zip(task_names(mods), ((0, 1), (1, 0))):
@@ -57,17 +59,18 @@ def evaluate_run(
                 )
                 _write_task(dst, task, res)
                 maps[task] = res.map
-            if fused_topk and "fused" in src:
-                fused = (src["fused/test"][()], src[f"fused/{retrieval_set}"][()], query_labels, db_labels)
+            for name in joint:
+                task = joint_task_name(name)
+                codes = (src[f"{name}/test"][()], src[f"{name}/{retrieval_set}"][()], query_labels, db_labels)
                 res = metrics.evaluate_retrieval(
-                    *fused, topk=evaluation["topk"], pn=evaluation["pn"],
+                    *codes, topk=evaluation["topk"], pn=evaluation["pn"],
                     empty_queries=evaluation["empty_queries"], threads=threads,
                 )
                 # MAP@k always counts queries without a relevant item in the top k as 0; "zero" says so
-                value = metrics.mean_average_precision(*fused, topk=int(fused_topk), empty_queries="zero")
+                value = metrics.mean_average_precision(*codes, topk=int(fused_topk), empty_queries="zero")
                 res = dataclasses.replace(res, map=value, map_at_k={**res.map_at_k, int(fused_topk): value})
-                _write_task(dst, FUSED_TASK, res).attrs["map_topk"] = int(fused_topk)
-                maps[FUSED_TASK] = res.map
+                _write_task(dst, task, res).attrs["map_topk"] = int(fused_topk)
+                maps[task] = res.map
     log.info("evaluated %s: %s", train_path, {k: round(v, 4) for k, v in maps.items()})
     return maps
 

@@ -190,6 +190,7 @@ def write_train_file(
         "best_epoch": result.best_epoch,
         "train_seconds": result.seconds,
         "modalities": mods,
+        "joint_codes": list(result.joint_codes),
         "realised_change_rate": float(np.mean(changed)),
         **({"noise_stack": spec["noise_stack"]} if "noise_stack" in spec else {}),
         **environment_attrs(),
@@ -202,10 +203,10 @@ def write_train_file(
             for m, codes in zip(mods, result.database_codes):
                 f.create_dataset(f"database/{m}", data=codes)
             f.create_dataset("database/labels", data=feats.splits["database"]["labels"].astype(np.uint8))
-        if result.fused_codes is not None:
-            f.create_dataset("fused/test", data=result.fused_codes)
+        for name, codes in result.joint_codes.items():  # the method's joint code sets (e.g. fused), as declared
+            f.create_dataset(f"{name}/test", data=codes)
             if has_database:
-                f.create_dataset("fused/database", data=result.database_fused_codes)
+                f.create_dataset(f"{name}/database", data=result.database_joint_codes[name])
         for key, values in result.history.items():
             f.create_dataset(f"history/{key}", data=np.asarray(values, dtype=np.float64))
         f.create_dataset("weights/hist_clean", data=result.weight_hist_clean)

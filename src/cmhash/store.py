@@ -44,9 +44,32 @@ SCHEMAS = {
     "mfeat": "cmhash.mfeat/1",
 }
 
-#: Task of a metrics file that ranks fused codes (one per image+text pair) of queries in a fused database,
-#: written beside the cross-modal tasks for methods that have a fused code (docs/file_formats.md).
-FUSED_TASK = "FUSED"
+#: Groups of a train / metrics file that a joint code set (:meth:`cmhash.methods.base.Method.encode_joint`)
+#: may not be named after.
+_RESERVED_GROUPS = frozenset({"codes", "database", "history", "weights", "metrics"})
+
+
+def check_joint_code_name(name: str) -> str:
+    """A joint code set's name (e.g. ``fused``): a lower-case identifier that is no other group of the file;
+    its task name (:func:`joint_task_name`) can then never be a cross-modal task's."""
+    if (not (isinstance(name, str) and name.isidentifier() and name == name.lower()) or name in _RESERVED_GROUPS
+            or is_cross_modal_task(name.upper())):
+        raise ValueError(
+            f"joint code set {name!r}: expected a lower-case identifier other than {sorted(_RESERVED_GROUPS)} "
+            "and not of the form <letter>2<letter> (the cross-modal tasks' names)"
+        )
+    return name
+
+
+def joint_task_name(name: str) -> str:
+    """Task of a metrics file that ranks a joint code set's queries in its database: ``fused -> FUSED``."""
+    return check_joint_code_name(name).upper()
+
+
+def is_cross_modal_task(task: str) -> bool:
+    """``True`` for the tasks of :func:`task_names` (one modality's queries, the other's database), ``False``
+    for a joint code set's task (:func:`joint_task_name`): tables average and profile cross-modal tasks only."""
+    return len(task) == 3 and task[1] == "2" and task[0].isupper() and task[2].isupper()
 
 
 def task_names(modalities) -> list[str]:

@@ -7,7 +7,8 @@ method may take its own alternating steps: ``manual_optimization``), (2) validat
 directions on sign codes, (3) keep the weights with the best mean validation MAP among the epochs of stages
 that ``select_best``. After the last
 epoch the best weights encode the test split and, when the dataset has one, the retrieval database split;
-methods with a fused code (:meth:`Method.encode_fused`) encode those splits once more, one code per pair.
+methods with joint code sets (:meth:`Method.encode_joint`, e.g. a fused code) encode those splits once more,
+one code per pair.
 Everything the loop logs is generic: loss terms reported by the method, and (for methods that weight samples)
 weight statistics split by the ground-truth noise flag, which is used for logging only.
 
@@ -37,7 +38,7 @@ import torch
 
 from . import metrics
 from .methods import Method, OptimizerSpec, Stage, get_method_class
-from .store import task_names
+from .store import check_joint_code_name, task_names
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ class TrainResult:
     device: str
     extra: dict[str, Any] = field(default_factory=dict)
     database_codes: list[np.ndarray] | None = None  # database split, one per modality (None: no such split)
-    fused_codes: np.ndarray | None = None  # test split, one code per pair (None: the method has none)
-    database_fused_codes: np.ndarray | None = None  # database split, one code per pair
+    # the method's joint code sets (Method.encode_joint), name -> one code per pair: test / database split
+    joint_codes: dict[str, np.ndarray] = field(default_factory=dict)
+    database_joint_codes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,18 +125,16 @@ def encode_split(model: Method, xs: list[torch.Tensor], batch: int = 4096) -> li
 
 
 @torch.no_grad()
-def encode_fused_split(model: Method, xs: list[torch.Tensor], batch: int = 4096) -> np.ndarray | None:
-    """Fused sign codes (int8 NumPy array of +/-1, one row per pair) of a whole split, or ``None`` when the
-    method has no fused code (:meth:`Method.encode_fused`)."""
+def encode_joint_split(model: Method, xs: list[torch.Tensor], batch: int = 4096) -> dict[str, np.ndarray]:
+    """Sign codes (int8 NumPy arrays of +/-1, one row per pair) of every joint code set the method declares
+    (:meth:`Method.encode_joint`) over a whole split; ``{}`` for a method without any."""
     model.eval()
-    parts = []
+    parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, xs[0].shape[0], batch):
-        h = model.encode_fused([x[start : start + batch] for x in xs])
-        if h is None:
-            break
-        parts.append(torch.where(h >= 0, 1, -1).to(torch.int8).cpu())
+        for name, h in model.encode_joint([x[start : start + batch] for x in xs]).items():
+            parts.setdefault(check_joint_code_name(name), []).append(torch.where(h >= 0, 1, -1).to(torch.int8).cpu())
     model.train()
-    return torch.cat(parts).numpy() if parts else None
+    return {name: torch.cat(p).numpy() for name, p in parts.items()}
 
 
 def cross_modal_maps(
@@ -460,12 +460,12 @@ def _final_result(
 ) -> TrainResult:
     """Encode the test (and database) split with ``model`` (already holding the best weights)."""
     codes = encode_split(model, test_xs)
-    fused_codes = encode_fused_split(model, test_xs)
-    database_codes = database_fused_codes = None
+    joint_codes = encode_joint_split(model, test_xs)
+    database_codes, database_joint_codes = None, {}
     if database is not None:
         database_xs = [torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=dev) for x in database.xs]
         database_codes = encode_split(model, database_xs)
-        database_fused_codes = encode_fused_split(model, database_xs)
+        database_joint_codes = encode_joint_split(model, database_xs)
     return TrainResult(
         codes=codes,
         history=record.history,
@@ -476,8 +476,8 @@ def _final_result(
         device=device_name(dev),
         extra={"amp": use_amp, "deterministic": bool(deterministic), **(extra or {})},
         database_codes=database_codes,
-        fused_codes=fused_codes,
-        database_fused_codes=database_fused_codes,
+        joint_codes=joint_codes,
+        database_joint_codes=database_joint_codes,
     )
 
 

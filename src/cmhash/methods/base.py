@@ -174,11 +174,14 @@ class Method(nn.Module):
             raise NotImplementedError(f"{type(self).__name__} must set self.encoders or override encode()")
         return [enc(x) for enc, x in zip(encoders, xs)]
 
-    def encode_fused(self, xs: list[torch.Tensor]) -> torch.Tensor | None:
-        """Continuous fused code (before ``sign``), one row per (modality 0, modality 1) pair, for methods
-        that are multi-modal (fusion) hashing methods in their paper; ``None`` (the default): it has none.
-        The training loop stores fused codes beside the per-modality ones; they never enter model selection."""
-        return None
+    def encode_joint(self, xs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The code sets a method produces beyond one per modality: name -> continuous codes (before ``sign``),
+        one row per (modality 0, modality 1) pair, e.g. ``{"fused": ...}`` for a multi-modal (fusion) hashing
+        method. Default: none. The training loop stores every set it returns beside the per-modality codes
+        (``/<name>/test``, ``/<name>/database``, attribute ``joint_codes``); the evaluator ranks each set's
+        test codes in its database codes (task ``NAME``, docs/file_formats.md). Names are lower-case
+        identifiers (:func:`cmhash.store.check_joint_code_name`); joint codes never enter model selection."""
+        return {}
 
     def training_step(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> StepOutput:
         """Loss of one mini-batch at ``epoch`` (0-based). A loss without gradient (closed-form methods that

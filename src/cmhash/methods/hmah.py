@@ -254,6 +254,9 @@ class HMAH(Method):
         """``f = w * h_I + (1 - w) * h_T``: the official code's database code (see the module docstring)."""
         return self.fuse(*self.encode(xs))
 
+    def encode_joint(self, xs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"fused": self.encode_fused(xs)}
+
     # ------------------------------------------------------------------ losses
     def teacher_generator_loss(self, xs: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
         p = self.params

@@ -19,7 +19,7 @@ The HEAD selection (``losses.py @ a9b3a05``) cannot run: it multiplies a ``B x B
 Model (as ``FusionNwt``; cross-modal adaptation ours). Per modality an MLP with layers Linear -> Tanh ->
 BatchNorm1d -> Dropout(``dropout``) over ``hidden``, a head ``H^m = tanh(FC^m(.))`` (our per-modality code), and
 the paper's fused code ``H^f = tanh(FC^f(MLP^1(x^1) + MLP^2(x^2)))`` (``fused_weight > 0``; encoded by
-:meth:`NSRMH.encode_fused` for the ``FUSED`` task). Prototypes ``mu in R^{C x K}`` learned from a standard-normal
+:meth:`NSRMH.encode_joint` as the joint code set ``fused``: task ``FUSED``). Prototypes ``mu in R^{C x K}`` learned from a standard-normal
 start; ``W in R^{C x K}`` fixed random orthogonal (the code registers it as a parameter but it never enters a
 loss, so it never changes). ``selection: reference`` also builds the code's extra first layer
 Linear(d_in, d_in) -> Tanh -> BN -> Dropout in each branch (its ``MLP`` gets ``[d_in, h1, 128]`` and builds
@@ -208,9 +208,13 @@ class NSRMH(Method):
         return [b(x) for b, x in zip(self.branches, xs)]
 
     def encode_fused(self, xs: list[torch.Tensor]) -> torch.Tensor | None:
+        """The fused code ``H^f`` of each pair, or ``None`` without a fusion head (``fused_weight: 0``)."""
         if self.fusion is None:
             return None
         return self._fuse([b.body(x) for b, x in zip(self.branches, xs)])
+
+    def encode_joint(self, xs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {} if self.fusion is None else {"fused": self.encode_fused(xs)}
 
     def _fuse(self, hidden: list[torch.Tensor]) -> torch.Tensor:
         return torch.tanh(self.fusion(hidden[0] + hidden[1]))

@@ -23,7 +23,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from ..store import FUSED_TASK
+from ..store import is_cross_modal_task
 from .results import atomic_write_text, check_config_hashes, collect_results
 from .style import save_figure
 
@@ -48,13 +48,13 @@ def _settings(audit: Audit) -> list[tuple[str, str, str, str]]:
 def protocol_table(df: pd.DataFrame, audit: Audit) -> pd.DataFrame:
     """Tabulate :func:`cmhash.report.results.collect_results` rows for the settings of ``audit``.
 
-    Tasks are the cross-modal tasks of the files (not ``FUSED``) plus ``avg`` (the mean of the tasks per
+    Tasks are the cross-modal tasks of the files (not a joint code set's, e.g. ``FUSED``) plus ``avg`` (the mean of the tasks per
     seed). ``map`` and ``std`` are the mean and population std (ddof 0) over seeds in percent; ``delta`` and
     ``delta_std`` those of the per-seed difference ``setting - clean`` over the seeds both have (0 for the
     clean setting). All rounded to 2 decimals. A setting without results raises ``ValueError`` naming it.
     """
     rows = []
-    df = df[df["task"] != FUSED_TASK]
+    df = df[df["task"].map(is_cross_modal_task)]
     per_seed = df.pivot_table(index=["method", "dataset", "noise", "bits", "seed"], columns="task", values="map",
                               aggfunc="first")
     tasks = list(dict.fromkeys(df["task"]))

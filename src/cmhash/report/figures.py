@@ -172,7 +172,7 @@ def plot_pr_curves(
             for m in order:
                 paths = sel.loc[(sel["method"] == m) & (sel["task"] == task), "path"]
                 if paths.empty:
-                    continue  # a task only some methods have (FUSED): nothing is missing
+                    continue  # a task only some methods have (a joint code set): nothing is missing
                 curves = [c for c in (_read_pr(p, task) for p in paths) if c is not None]
                 curves = [c for c in curves if len(c[0]) == len(curves[0][0])] if curves else []
                 if not curves:

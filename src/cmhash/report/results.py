@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..store import FUSED_TASK, SCHEMAS, SchemaError, check_schema, get_attr, task_names
+from ..store import SCHEMAS, SchemaError, check_schema, get_attr, is_cross_modal_task, task_names
 
 #: Columns of :func:`summarise` (and of :func:`ablation_table`), in this order.
 SUMMARY_COLUMNS = ["table", "dataset", "task", "method", "venue", "noise", "bits", "map", "n_seeds", "std"]
@@ -194,8 +194,8 @@ def ablation_table(summary: pd.DataFrame, bits: int | None = None) -> pd.DataFra
     :data:`SUMMARY_COLUMNS` with ``task = "avg"``; ``map`` is the mean of the per-task MAPs (percent,
     2 decimals), ``n_seeds`` the smallest seed count among the tasks and ``std`` is NaN (a standard
     deviation of the average cannot be recovered from per-task ones). A (method, dataset, noise) cell
-    missing one of the tasks is left out. The ``FUSED`` task (fused codes, only some methods have it) is
-    not averaged, so the averages of methods with and without it compare. :func:`to_markdown` /
+    missing one of the tasks is left out. Tasks of joint code sets (e.g. ``FUSED``, only some methods have them;
+    :func:`cmhash.store.is_cross_modal_task`) are not averaged, so the averages of methods with and without it compare. :func:`to_markdown` /
     :func:`to_latex` draw this as rows method x columns dataset x noise.
     """
     if summary.empty:
@@ -205,7 +205,7 @@ def ablation_table(summary: pd.DataFrame, bits: int | None = None) -> pd.DataFra
     sel = summary[summary["bits"] == int(bits)]
     if sel.empty:
         raise ValueError(f"no results with {bits} bits (available: {sorted(set(summary['bits']))})")
-    sel = sel[sel["task"] != FUSED_TASK]
+    sel = sel[sel["task"].map(is_cross_modal_task)]
     n_tasks = sel.groupby("dataset")["task"].nunique()
     grouped = sel.groupby(["table", "dataset", "method", "noise", "bits"], sort=False)
     out = grouped.agg(

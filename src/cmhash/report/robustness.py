@@ -2,7 +2,7 @@ r"""Robustness profile: how much of its MAP a method keeps as the noise rate gro
 
 For every (dataset, method, task, bits) of an experiment with two or more noise rates, retention at noise ``n``
 is ``MAP(n) / MAP(n_0)`` with ``n_0`` the experiment's lowest noise rate; a method's retention at ``n`` is the
-mean over tasks (I2T, T2I; fused codes excluded) and code lengths, in percent. The paper's retention is
+mean over tasks (I2T, T2I; joint code sets such as fused codes excluded) and code lengths, in percent. The paper's retention is
 computed the same way from the published MAP tables (:mod:`cmhash.report.published`), at the experiment's noise rates and
 code lengths (all the paper's code lengths when it prints none of ours):
 
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from ..store import FUSED_TASK
+from ..store import is_cross_modal_task
 from .published import load_paper_maps
 from .results import atomic_write_text, check_config_hashes, collect_results, summarise
 
@@ -33,7 +33,7 @@ COLUMNS = ["dataset", "method", "noise", "ours", "paper_same", "paper_all", "pap
 
 def _retention(rows: pd.DataFrame, base_noise: float, group: list[str]) -> pd.DataFrame:
     """Mean over ``group`` cells of MAP(noise)/MAP(base_noise) (percent), per (method, noise)."""
-    rows = rows[rows["task"] != FUSED_TASK].copy()
+    rows = rows[rows["task"].map(is_cross_modal_task)].copy()
     rows["noise"] = rows["noise"].astype(float).round(6)
     base = rows[np.isclose(rows["noise"], base_noise)][[*group, "map"]].rename(columns={"map": "base"})
     merged = rows.merge(base, on=group, how="inner")
