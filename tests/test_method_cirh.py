@@ -13,7 +13,7 @@ from cmhash.losses.distillation import binary_code_distillation, code_consistenc
 from cmhash.losses.quantization import squared_quantization
 from cmhash.losses.reconstruction import feature_reconstruction
 from cmhash.losses.similarity import collaborated_graph_similarity, cosine_gram_regression
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.methods.cirh import neighbour_mix
 from cmhash.train import train_model
 
@@ -27,7 +27,7 @@ def _make(bits=16, n=12, **params):
     g = torch.Generator().manual_seed(1)
     xs = [torch.rand(n, d, generator=g) for d in (10, 8)]  # non-negative, like CNN / BoW features
     y = torch.nn.functional.one_hot(torch.arange(n) % 3, 3).float()
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     return model, xs, y
 
 
@@ -206,7 +206,7 @@ def test_one_stage_with_disjoint_optimisers_and_gradients():
 
 def test_positional_student_target_reproduces_the_published_slice():
     model, xs, y = _make(student_target="positional", batch_size=4)
-    model.on_epoch_start(xs, y, 0)
+    model.on_epoch_start(TrainContext(xs, y, epoch=0))
     idx = torch.tensor([7, 2, 9, 0])
     torch.testing.assert_close(model.student_similarity(idx), model.similarity[:4, :4])
     model._batch_number = 2

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from toy_data import toy_splits
 
 from cmhash.losses.similarity import coherence_preserving_loss, graph_neighbour_target
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.train import SplitData, StageRunner, train_model
 
 
@@ -23,7 +23,7 @@ def _model(bits=8, n=12, **extra):
     g = torch.Generator().manual_seed(1)
     xs = [torch.rand(n, 10, generator=g), torch.rand(n, 8, generator=g)]  # non-negative, like the code's features
     y = torch.nn.functional.one_hot(torch.arange(n) % 3, 3).float()
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     return model, xs, y
 
 

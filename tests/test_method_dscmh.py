@@ -11,7 +11,7 @@ from toy_data import toy_splits
 
 from cmhash.losses.selfpaced import logistic_self_paced_weights
 from cmhash.losses.similarity import scaled_gram_residual
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.methods.shallow import procrustes
 from cmhash.train import train_model
 
@@ -78,7 +78,7 @@ def _tiny(reference_compatible, n=12, bits=3, anchors=5):
     params = resolve_params("dscmh", {"n_anchors": anchors, "reference_compatible": reference_compatible,
                                       "alpha": 0.5})
     model = get_method_class("dscmh")((7, 4), 4, bits, params)
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     return model, xs, y
 
 
@@ -132,7 +132,7 @@ def test_two_iterations_match_dscmh3_written_literally(reference_compatible):
     for epoch in range(2):
         st = _dscmh3_iteration(x1, x2, y.double().numpy(), st, p["alpha"], model.bits, p["lam"],
                                corrected=not reference_compatible)
-        model.on_epoch_start(xs, y, epoch)
+        model.on_epoch_start(TrainContext(xs, y, epoch=epoch))
         # V is unique up to nothing (Procrustes of a full-rank Z); compare everything the next iteration reads
         np.testing.assert_allclose(model.latent_v.numpy(), st["V1"], atol=1e-10)
         np.testing.assert_array_equal(model.codes_b.numpy(), st["B"])
@@ -166,7 +166,7 @@ def test_b_step_is_the_exact_minimiser_of_the_similarity_term():
 
 def test_u_step_is_the_exact_weighted_least_squares_minimiser():
     model, xs, y = _tiny(False)
-    model.on_epoch_start(xs, y, 0)
+    model.on_epoch_start(TrainContext(xs, y, epoch=0))
     x1 = model.train_features(xs)[0]
     s, f, v = model.inst_w, model.feat_w0, model.latent_v
     u = torch.linalg.solve(v @ (s[:, None] * v.T), (x1.T @ (s[:, None] * v.T)).T).T
@@ -183,7 +183,7 @@ def test_u_step_is_the_exact_weighted_least_squares_minimiser():
 @pytest.mark.parametrize("bits", [8, 32])
 def test_codes_have_the_configured_length(bits):
     model, xs, y = _tiny(False, bits=bits)
-    model.on_epoch_start(xs, y, 0)
+    model.on_epoch_start(TrainContext(xs, y, epoch=0))
     for h in model.encode(xs):
         assert h.shape == (12, bits) and h.dtype == torch.float32
 
@@ -191,7 +191,7 @@ def test_codes_have_the_configured_length(bits):
 def test_reports_the_applied_instance_weights():
     for ref in (True, False):
         model, xs, y = _tiny(ref)
-        model.on_epoch_start(xs, y, 0)
+        model.on_epoch_start(TrainContext(xs, y, epoch=0))
         w = model.training_step(xs, y, 0, index=torch.arange(12)).weights
         torch.testing.assert_close(w, model.inst_w.float())
         assert bool((w == 1).all()) is ref
@@ -216,10 +216,10 @@ def test_resume_after_a_kill_gives_the_same_codes(tmp_path, monkeypatch):
     ref = train_model("dscmh", params, 16, tr, va, te, flags, seed=3, device="cpu")
     original = module.DSCMH.on_epoch_start
 
-    def killed_at_epoch_3(self, xs, labels, epoch):
-        if epoch == 3:
+    def killed_at_epoch_3(self, ctx):
+        if ctx.epoch == 3:
             raise KeyboardInterrupt("simulated kill")
-        return original(self, xs, labels, epoch)
+        return original(self, ctx)
 
     ckpt = tmp_path / "checkpoint.pt"
     monkeypatch.setattr(module.DSCMH, "on_epoch_start", killed_at_epoch_3)

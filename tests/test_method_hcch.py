@@ -9,7 +9,7 @@ import pytest
 import torch
 from toy_data import toy_splits
 
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.methods.hcch import MATLAB_EPS, first_layer, l21_reweighting
 from cmhash.methods.shallow import balanced_orthogonal, sgn
 from cmhash.train import train_model
@@ -77,7 +77,7 @@ def _tiny(n=10, bits=3, anchors=6, hidden=3, **extra):
     torch.manual_seed(0)
     params = resolve_params("hcch", {"n_anchors": anchors, "hidden_dim": hidden, **extra})
     model = get_method_class("hcch")((7, 5), 6, bits, params)
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     return model, xs, y
 
 
@@ -109,7 +109,7 @@ def test_two_iterations_match_hspch_written_literally():
     p = model.params
     for epoch in range(2):
         st = _hspch_iteration(x1, x2, y.double().numpy(), st, p["alpha"], p["beta"], p["lam"], model.bits)
-        model.on_epoch_start(xs, y, epoch)
+        model.on_epoch_start(TrainContext(xs, y, epoch=epoch))
         np.testing.assert_array_equal(model.codes_b1.numpy(), st["B1"])
         np.testing.assert_array_equal(model.codes_b2.numpy(), st["B2"])
         np.testing.assert_array_equal(model.codes_h.numpy(), st["H"])
@@ -146,7 +146,7 @@ def test_generalized_first_layer_is_the_exact_pr_minimiser_and_collapses_when_r_
 
 def test_generalized_option_runs_and_keeps_binary_codes():
     model, xs, y = _tiny(p_step="generalized")
-    model.on_epoch_start(xs, y, 0)
+    model.on_epoch_start(TrainContext(xs, y, epoch=0))
     assert set(model.codes_h.unique().tolist()) <= {-1.0, 1.0}
     with pytest.raises(ValueError, match="p_step"):
         get_method_class("hcch")((7, 5), 6, 3, resolve_params("hcch", {"p_step": "svd"}))
@@ -156,7 +156,7 @@ def test_generalized_option_runs_and_keeps_binary_codes():
 @pytest.mark.parametrize("bits", [8, 32])
 def test_codes_have_the_configured_length(bits):
     model, xs, y = _tiny(bits=bits, anchors=8, hidden=4)
-    model.on_epoch_start(xs, y, 0)
+    model.on_epoch_start(TrainContext(xs, y, epoch=0))
     for h in model.encode(xs):
         assert h.shape == (10, bits) and torch.isfinite(h).all()
 
@@ -180,10 +180,10 @@ def test_resume_after_a_kill_gives_the_same_codes(tmp_path, monkeypatch):
     ref = train_model("hcch", params, 16, tr, va, te, flags, seed=3, device="cpu")
     original = module.HCCH.on_epoch_start
 
-    def killed_at_epoch_3(self, xs, labels, epoch):
-        if epoch == 3:
+    def killed_at_epoch_3(self, ctx):
+        if ctx.epoch == 3:
             raise KeyboardInterrupt("simulated kill")
-        return original(self, xs, labels, epoch)
+        return original(self, ctx)
 
     ckpt = tmp_path / "checkpoint.pt"
     monkeypatch.setattr(module.HCCH, "on_epoch_start", killed_at_epoch_3)

@@ -11,7 +11,7 @@ from toy_data import toy_splits
 
 from cmhash.losses.adversarial import lsgan_discriminator_loss, lsgan_generator_loss
 from cmhash.losses.similarity import row_normalised, sigmoid_label_affinity
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.methods.hmah import label_graphs
 from cmhash.train import train_model
 
@@ -28,7 +28,7 @@ def _make(bits=16, n=12, **params):
     xs = [torch.randn(n, d, generator=g) for d in (10, 8)]
     y = torch.nn.functional.one_hot(torch.arange(n) % 3, 3).float()
     y[0, 1] = 1.0  # one multi-label row
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     return model, xs, y
 
 
@@ -212,7 +212,7 @@ def test_teacher_step_alternates_discriminator_and_generator():
 def test_student_stage_distils_frozen_teacher_codes_computed_in_order():
     model, xs, y = _make(batch_size=5)  # 12 rows -> teacher batches of 5, 5, 2 with their own label graphs
     students = model.stages()[1]
-    model.on_stage_start(students, xs, y)
+    model.on_stage_start(students, TrainContext(xs, y))
     model.teacher.eval()
     with torch.no_grad():
         expected = torch.cat([model.teacher(xs[0][s:s + 5], xs[1][s:s + 5], y[s:s + 5])[0] for s in (0, 5, 10)])
@@ -239,7 +239,7 @@ def test_student_batchnorm_frozen_from_freeze_bn_epoch():
     bns = [m for m in model.encoders.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     for epoch, frozen in ((2, False), (6, False), (7, True), (9, True)):
         model.train()
-        model.on_epoch_start(xs, y, epoch)
+        model.on_epoch_start(TrainContext(xs, y, epoch=epoch))
         assert all(m.training is not frozen for m in bns), epoch
 
 

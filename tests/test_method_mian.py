@@ -10,7 +10,7 @@ from toy_data import toy_batch, toy_splits
 
 from cmhash.losses.bottleneck import bottleneck_alignment_loss, gaussian_kl_standard, reparameterised_relu
 from cmhash.losses.similarity import asymmetric_pair_nll, asymmetric_pair_squared
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.train import train_model
 
 E = math.e
@@ -29,7 +29,7 @@ def _make(bits=8, **extra):
     torch.manual_seed(0)
     model = get_method_class("mian")((10, 8), 3, bits, _params(**extra))
     xs, y = _batch()
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     return model, xs, y
 
 
@@ -129,7 +129,7 @@ def test_targets_once_per_epoch_or_per_step():
     torch.testing.assert_close(b0, model.targets(idx))
     model.training_step(xs, y, 0, index=idx)  # overwrites every stored row ...
     torch.testing.assert_close(model.epoch_targets, b0)  # ... but B waits for the next pass
-    model.on_epoch_start(xs, y, 1)
+    model.on_epoch_start(TrainContext(xs, y, epoch=1))
     torch.testing.assert_close(model.epoch_targets, torch.sign(
         0.01 * model.stored_image + 0.99 * model.stored_text + 100.0 * model.stored_label))
     model.stored_image.fill_(1.0)
@@ -167,7 +167,7 @@ def test_encoding_is_deterministic_and_uses_the_mean_feature():
 def test_one_step_decreases_loss(extra):
     model, xs, y = _make(**extra)
     idx = torch.arange(12)
-    model.on_epoch_start(xs, y, 1)
+    model.on_epoch_start(TrainContext(xs, y, epoch=1))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     torch.manual_seed(1)
     before = model.training_step(xs, y, 1, index=idx).loss

@@ -23,7 +23,7 @@ from cmhash.losses.partial import (
     soft_binary_cross_entropy,
 )
 from cmhash.losses.quantization import l1_quantization
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.noise import make_noisy_labels
 from cmhash.train import train_model
 
@@ -266,7 +266,7 @@ def test_step_reads_confidence_before_update_and_masks_it():
     xs, y = _batch()
     y = y.clone()
     y[0, 1] = 1  # one two-candidate row
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     idx = torch.arange(12)
     before = model.confidence.clone()
     out = model.training_step(xs, y, epoch=0, index=idx)
@@ -285,14 +285,14 @@ def test_step_reads_confidence_before_update_and_masks_it():
 def test_reconstruction_runs_only_after_warmup_epochs():
     model = _make(warmup_epochs=2)
     xs, y = _batch()
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     model.confidence = model.confidence * 0.7
     kept = model.confidence.clone()
     for epoch in (0, 1, 2):  # the code's first reconstruction follows epoch e = warmup = 2, i.e. before epoch 3
-        model.on_epoch_start(xs, y, epoch)
+        model.on_epoch_start(TrainContext(xs, y, epoch=epoch))
         torch.testing.assert_close(model.confidence, kept)
         assert torch.all(model.thresholds == 0.5)
-    model.on_epoch_start(xs, y, 3)
+    model.on_epoch_start(TrainContext(xs, y, epoch=3))
     with torch.no_grad():
         u, v = model.encode(xs)
     ref = official_revise_label_each_epoch(u, v, y.float(), kept, 5, Lambda=0.2)

@@ -16,7 +16,7 @@ from cmhash.losses.selection import (
     reference_clean_probability,
 )
 from cmhash.losses.similarity import cosine_affinity_loss
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.train import train_model
 
 E = math.e
@@ -35,7 +35,7 @@ def _make(bits=8, **extra):
     torch.manual_seed(0)
     model = get_method_class("nsrmh")((10, 8), 3, bits, _params(**extra))
     xs, y = _batch()
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     return model, xs, y
 
 
@@ -146,11 +146,11 @@ def test_reference_selection_from_epoch_zero_with_the_threshold_from_epoch_19():
     model, xs, y = _make(selection="reference", threshold_rate=0.85, threshold_epoch=19)
     w = torch.tensor([0.9, 0.8, 0.2, 0.1] * 3)
     model.clean_probability = lambda scores: w  # the rule, apart from the score
-    model.on_epoch_start(xs, y, 0)  # no warm-up: selects at epoch 0, T = 0 -> median
+    model.on_epoch_start(TrainContext(xs, y, epoch=0))  # no warm-up: selects at epoch 0, T = 0 -> median
     assert model.selected.tolist() == [1.0, 1.0, 0.0, 0.0] * 3
-    model.on_epoch_start(xs, y, 18)
+    model.on_epoch_start(TrainContext(xs, y, epoch=18))
     assert model.selected.tolist() == [1.0, 1.0, 0.0, 0.0] * 3
-    model.on_epoch_start(xs, y, 19)  # epoch + 1 >= 20: T = 0.85
+    model.on_epoch_start(TrainContext(xs, y, epoch=19))  # epoch + 1 >= 20: T = 0.85
     assert model.selected.tolist() == [1.0, 0.0, 0.0, 0.0] * 3
 
 
@@ -171,9 +171,9 @@ def test_reference_step_trains_only_the_kept_rows_on_their_noisy_labels():
 
 def test_paper_mode_trains_noisy_labels_in_warm_up_then_soft_pseudo_labels():
     model, xs, y = _make(warmup_epochs=2)
-    model.on_epoch_start(xs, y, 1)  # warm-up: nothing changes
+    model.on_epoch_start(TrainContext(xs, y, epoch=1))  # warm-up: nothing changes
     torch.testing.assert_close(model.pseudo, y)
-    model.on_epoch_start(xs, y, 2)
+    model.on_epoch_start(TrainContext(xs, y, epoch=2))
     w = model.reliability
     assert w.shape == (12,) and float(w.min()) >= 0.0 and float(w.max()) <= 1.0
     hs = model.scored_codes(xs)  # the fused code (the fusion head is built by default)
@@ -197,7 +197,7 @@ def test_one_step_decreases_loss(selection):
     model, xs, y = _make(selection=selection)
     model.eval()  # the loss as a fixed function of the weights (BatchNorm running statistics)
     idx = torch.arange(12)
-    model.on_epoch_start(xs, y, 1)
+    model.on_epoch_start(TrainContext(xs, y, epoch=1))
     if selection == "reference":  # 12 untrained rows may keep none: fix the kept rows
         model.selected = (torch.arange(12) < 8).float()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

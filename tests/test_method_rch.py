@@ -12,7 +12,7 @@ from cmhash.losses.proxy import proxy_regression_errors, worst_positive_error
 from cmhash.losses.quantization import magnitude_quantization_per_sample
 from cmhash.losses.selection import gmm_two_components_kmeans_init, optimal_two_means_1d
 from cmhash.losses.shifted_contrastive import rch_contrastive_per_sample, shifted_margin_costs
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.train import train_model
 
 SMALL = {"hidden": [32], "text_hidden": [32], "epochs": 2, "batch_size": 32, "lr": 1e-3}
@@ -138,7 +138,7 @@ def test_dns_score_equals_published_get_loss():
     ``loss = (loss_ * label).max(1)[0]`` (LonganWANG-cs/NRCH @ b190e97)."""
     model = _make()
     xs, y = _batch()
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     u, v = model.encode(xs)
     W = model.proxies.detach()
     label_ = (y - 0.5) * 2
@@ -168,10 +168,10 @@ def test_gmm_matches_scikit_learn_on_separated_scores():
 def test_selection_keeps_everyone_before_the_selection_epoch_then_thresholds():
     model = _make(select_from_epoch=3, threshold=0.3)
     xs, y = _batch(n=30)
-    model.on_train_start(xs, y)
-    model.on_epoch_start(xs, y, epoch=2)
+    model.on_train_start(TrainContext(xs, y))
+    model.on_epoch_start(TrainContext(xs, y, epoch=2))
     assert model.selected.all()
-    model.on_epoch_start(xs, y, epoch=3)
+    model.on_epoch_start(TrainContext(xs, y, epoch=3))
     scores = model.dns_scores(xs, y).double().numpy()
     normed = (scores - scores.min() + 1e-8) / (scores.max() - scores.min() + 1e-8)
     post, mu, _, _ = gmm_two_components_kmeans_init(normed, 10, 0.5, 5e-4)
@@ -181,7 +181,7 @@ def test_selection_keeps_everyone_before_the_selection_epoch_then_thresholds():
 def test_step_uses_only_selected_rows_and_skips_an_empty_batch():
     model = _make()
     xs, y = _batch()
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     index = torch.arange(12)
     model.selected[:] = False
     out = model.training_step(xs, y, epoch=0, index=index)
@@ -199,7 +199,7 @@ def test_step_equals_published_training_loss_and_gradients():
     + (label_ - v.detach() @ W.tanh().t())**2).mean()`` (LonganWANG-cs/NRCH @ b190e97)."""
     model = _make()
     xs, y = _batch()
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     params = list(model.parameters())
     out = model.training_step(xs, y, epoch=0, index=torch.arange(12))
     ours = torch.autograd.grad(out.loss, params)
@@ -222,7 +222,7 @@ def test_rmsprop_stage():
 def test_one_step_decreases_loss():
     model = _make()
     xs, y = _batch()
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     index = torch.arange(12)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     before = model.training_step(xs, y, epoch=0, index=index).loss

@@ -16,7 +16,7 @@ from cmhash.losses.shifted_contrastive import (
     overlap_pull,
     soft_shifted_exponential,
 )
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.train import train_model
 
 SMALL = {"hidden": [32], "text_hidden": [32], "epochs": 2, "batch_size": 32, "lr": 1e-3}
@@ -142,10 +142,10 @@ def test_step_equals_published_multilabel_loss(warm):
     ``lambda_contrast * contrast + lambda_quant * quant + lambda_class * classification`` (alpha 0.7, beta 0.3)."""
     model = _make(warmup_epochs=1)
     xs, y = _batch()
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     epoch = 1 if warm else 0
     if warm:
-        model.on_epoch_start(xs, y, epoch)
+        model.on_epoch_start(TrainContext(xs, y, epoch=epoch))
     params = list(model.parameters())
     out = model.training_step(xs, y, epoch=epoch, index=torch.arange(12))
     u, v = model.encode(xs)
@@ -175,11 +175,11 @@ def test_alpha_beta_meaning():
 def test_reliability_only_after_warmup():
     model = _make(warmup_epochs=2, k=3)
     xs, y = _batch()
-    model.on_train_start(xs, y)
-    model.on_epoch_start(xs, y, epoch=1)
+    model.on_train_start(TrainContext(xs, y))
+    model.on_epoch_start(TrainContext(xs, y, epoch=1))
     assert torch.equal(model.reliability, torch.ones(12))
     assert model.training_step(xs, y, epoch=1, index=torch.arange(12)).weights is None
-    model.on_epoch_start(xs, y, epoch=2)
+    model.on_epoch_start(TrainContext(xs, y, epoch=2))
     u, v = model.encode(xs)
     assert torch.allclose(model.reliability, published_select_clean_sample(u.detach(), v.detach(), y.float(), 3))
     w = model.training_step(xs, y, epoch=2, index=torch.arange(12)).weights
@@ -189,7 +189,7 @@ def test_reliability_only_after_warmup():
 def test_one_step_decreases_loss():
     model = _make()
     xs, y = _batch()
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     before = model.training_step(xs, y, epoch=0, index=torch.arange(12)).loss
     opt.zero_grad()

@@ -10,7 +10,7 @@ from toy_data import toy_batch, toy_splits
 
 from cmhash.losses.classification import cross_soft_label_distillation
 from cmhash.losses.contrastive import cross_modal_info_nce
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.train import train_model
 
 
@@ -27,7 +27,7 @@ def _make(bits=8, **extra):
     torch.manual_seed(0)
     model = get_method_class("seha")((10, 8), 3, bits, _params(**extra))
     xs, y = _batch()
-    model.on_train_start(xs, y, y)
+    model.on_train_start(TrainContext(xs, y, y))
     return model, xs, y
 
 
@@ -126,7 +126,7 @@ def test_soft_labels_start_noisy_by_default_clean_when_reference_compatible():
     for flag, start in ((False, y), (True, clean)):
         model = get_method_class("seha")((10, 8), 3, 8, _params(reference_compatible=flag))
         assert model.needs_clean_labels is flag
-        model.on_train_start(xs, y, clean if flag else None)
+        model.on_train_start(TrainContext(xs, y, clean if flag else None))
         torch.testing.assert_close(model.soft_labels[1], start)
 
 

@@ -10,7 +10,7 @@ import torch
 from toy_data import toy_splits
 
 from cmhash.losses.contrastive import cross_modal_ranking_loss, hash_key_contrast_loss
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.train import SplitData, train_model
 
 E = math.e
@@ -24,7 +24,7 @@ def _model(bits=8, n=12, **extra):
     g = torch.Generator().manual_seed(1)
     xs = [torch.randn(n, 10, generator=g), torch.randn(n, 8, generator=g)]
     y = torch.nn.functional.one_hot(torch.arange(n) % 3, 3).float()
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     return model, xs, y
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from toy_data import toy_splits
 
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.methods.shallow import balanced_orthogonal
 from cmhash.methods.wash import column_normalised, soft_threshold, top_covariance_eigenvectors
 from cmhash.train import train_model
@@ -66,7 +66,7 @@ def _tiny(n=14, bits=4, anchors=8, **extra):
     y[y.sum(1) == 0, 1] = 1.0
     torch.manual_seed(0)
     model = get_method_class("wash")((6, 5), 5, bits, resolve_params("wash", {"n_anchors": anchors, **extra}))
-    model.on_train_start(xs, y)
+    model.on_train_start(TrainContext(xs, y))
     return model, xs, y
 
 
@@ -124,7 +124,7 @@ def test_two_iterations_match_wash_m_written_literally():
     st = _state(model)
     for epoch in range(2):
         st = _wash_iteration(x1, x2, Y, st, model.params, model.bits)
-        model.on_epoch_start(xs, y, epoch)
+        model.on_epoch_start(TrainContext(xs, y, epoch=epoch))
         np.testing.assert_array_equal(model.codes_b.numpy(), st["B"])
         for ours, key in ((model.latent_v, "V"), (model.factor_g, "G"), (model.corr_s, "S"), (model.noise_e, "E"),
                           (model.pred_p0, "P1"), (model.pred_p1, "P2"), (model.mult_f, "F1"), (model.yhat, "Yn"),
@@ -152,7 +152,7 @@ def test_e_step_is_the_l1_proximal_minimiser():
 
 def test_s_step_minimises_the_augmented_lagrangian_in_s():
     model, xs, y = _tiny()
-    model.on_epoch_start(xs, y, 0)
+    model.on_epoch_start(TrainContext(xs, y, epoch=0))
     p, rho = model.params, 1.0  # epoch 0 ran with rho0 = 1
     st = _state(model)
     x1, x2 = (phi.numpy().T for phi in model.train_features(xs))
@@ -176,7 +176,7 @@ def test_s_step_minimises_the_augmented_lagrangian_in_s():
 @pytest.mark.parametrize("bits", [8, 32])
 def test_codes_have_the_configured_length(bits):
     model, xs, y = _tiny(bits=bits)
-    model.on_epoch_start(xs, y, 0)
+    model.on_epoch_start(TrainContext(xs, y, epoch=0))
     for h in model.encode(xs):
         assert h.shape == (14, bits) and torch.isfinite(h).all()
 
@@ -200,10 +200,10 @@ def test_resume_after_a_kill_gives_the_same_codes(tmp_path, monkeypatch):
     ref = train_model("wash", params, 16, tr, va, te, flags, seed=3, device="cpu")
     original = module.WASH.on_epoch_start
 
-    def killed_at_epoch_3(self, xs, labels, epoch):
-        if epoch == 3:
+    def killed_at_epoch_3(self, ctx):
+        if ctx.epoch == 3:
             raise KeyboardInterrupt("simulated kill")
-        return original(self, xs, labels, epoch)
+        return original(self, ctx)
 
     ckpt = tmp_path / "checkpoint.pt"
     monkeypatch.setattr(module.WASH, "on_epoch_start", killed_at_epoch_3)

@@ -10,7 +10,7 @@ from toy_data import toy_batch, toy_splits
 
 from cmhash.losses.contrastive import cross_modal_info_nce
 from cmhash.losses.selection import clean_probability, small_loss_selection
-from cmhash.methods import get_method_class, resolve_params
+from cmhash.methods import TrainContext, get_method_class, resolve_params
 from cmhash.methods.mian import asymmetric_pair_loss, bottleneck_alignment_loss
 from cmhash.methods.nsrmh import prototype_loss, similarity_loss
 from cmhash.methods.seha import self_distillation_loss
@@ -50,7 +50,7 @@ def _make(impl, bits=16, **extra):
     torch.manual_seed(0)
     model = get_method_class(impl)((10, 8), 3, bits, _params(impl, **extra))
     xs, y = _batch()
-    model.on_train_start(xs, y, y)
+    model.on_train_start(TrainContext(xs, y, y))
     return model, xs, y
 
 
@@ -166,7 +166,7 @@ def test_one_step_decreases_loss(impl):
     idx = torch.arange(12)
     kw = {"index": idx} if model.uses_index else {}
     epoch = 1
-    model.on_epoch_start(xs, y, epoch)
+    model.on_epoch_start(TrainContext(xs, y, epoch=epoch))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     before = model.training_step(xs, y, epoch, **kw).loss
     opt.zero_grad()
@@ -183,7 +183,7 @@ def test_alternating_iterations_keep_binary_codes_and_a_finite_objective(impl):
     # exact sub-steps are tested in tests/test_method_{dscmh,hcch,wash}.py.
     model, xs, y = _make(impl)
     for epoch in range(4):
-        model.on_epoch_start(xs, y, epoch)
+        model.on_epoch_start(TrainContext(xs, y, epoch=epoch))
         assert math.isfinite(model.training_step(xs, y, epoch, index=torch.arange(12)).loss.item())
         for h in model.encode(xs):
             assert torch.isfinite(h).all() and h.shape == (12, 16)
@@ -193,7 +193,7 @@ def test_alternating_iterations_keep_binary_codes_and_a_finite_objective(impl):
 @pytest.mark.parametrize("bits", [8, 32])
 def test_codes_have_configured_length(impl, bits):
     model, xs, y = _make(impl, bits=bits)
-    model.on_epoch_start(xs, y, 0)
+    model.on_epoch_start(TrainContext(xs, y, epoch=0))
     for h in model.encode(xs):
         assert h.shape == (12, bits)
         assert set(torch.where(h >= 0, 1, -1).unique().tolist()) <= {-1, 1}
@@ -206,7 +206,7 @@ def test_seha_soft_labels_start_from_noisy_unless_reference_compatible():
         torch.manual_seed(0)
         model = get_method_class("seha")((10, 8), 3, 8, _params("seha", reference_compatible=flag))
         assert model.needs_clean_labels is flag
-        model.on_train_start(xs, y, clean if flag else None)
+        model.on_train_start(TrainContext(xs, y, clean if flag else None))
         torch.testing.assert_close(model.soft_labels[0], start)
 
 
@@ -217,12 +217,12 @@ def test_seha_validation_pass_writes_training_soft_labels_only_when_reference_co
         torch.manual_seed(0)
         model = get_method_class("seha")((10, 8), 3, 8, _params("seha", reference_compatible=flag,
                                                                  warmup_epochs=1, batch_size=4))
-        model.on_train_start(xs, y, y)
+        model.on_train_start(TrainContext(xs, y, y))
         before = model.soft_labels.clone()
         with torch.no_grad():
-            model.on_validation(val_xs, epoch=1)  # still warm-up: never writes
+            model.on_validation(TrainContext(xs, y, val_xs=val_xs, epoch=1))  # still warm-up: never writes
             torch.testing.assert_close(model.soft_labels, before)
-            model.on_validation(val_xs, epoch=2)
+            model.on_validation(TrainContext(xs, y, val_xs=val_xs, epoch=2))
             if not flag:
                 torch.testing.assert_close(model.soft_labels, before)
                 continue

@@ -36,7 +36,7 @@ class TwoStage(Method):
             Stage("student", lr_schedule="cosine", clip_grad_norm=1.0),
         ]
 
-    def on_stage_start(self, stage, xs, labels):
+    def on_stage_start(self, stage, ctx):
         CALLS.append(("stage", stage.name, [enc.net[0].weight.detach().clone() for enc in self.encoders]))
 
     def training_step(self, xs, labels, epoch):

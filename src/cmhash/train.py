@@ -23,6 +23,7 @@ deterministic kernels (see :func:`set_deterministic`). On the CPU the loop is bi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 
 from . import metrics
-from .methods import Method, OptimizerSpec, Stage, get_method_class
+from .methods import Method, OptimizerSpec, Stage, TrainContext, get_method_class
 from .store import check_joint_code_name, task_names
 
 log = logging.getLogger(__name__)
@@ -212,10 +213,12 @@ def train_model(
     if model.needs_clean_labels and clean_labels is None:
         raise ValueError(f"{run_name}: method {impl} (reference-compatible mode) needs the clean training labels")
     model.noise_rate = None if noise_rate is None else float(noise_rate)
-    model.on_train_start(xs, ys, to_dev(clean_labels) if model.needs_clean_labels else None)
+    val_xs = [to_dev(x) for x in val.xs]
+    # every hook gets this one context; the clean labels only when the method asks (needs_clean_labels)
+    context = TrainContext(xs, ys, to_dev(clean_labels) if model.needs_clean_labels else None, val_xs)
+    model.on_train_start(context)
     plan = stage_plan(model.stages(), params, run_name)
     epochs = sum(n for _, n in plan)
-    val_xs = [to_dev(x) for x in val.xs]
     val_labels = to_dev(val.labels) if eval_backend == "torch" else val.labels
     test_xs = [to_dev(x) for x in test.xs]
     noisy_flags = np.asarray(noisy_flags, dtype=bool)
@@ -244,14 +247,15 @@ def train_model(
     for epoch in range(first_epoch, epochs):
         stage_index, stage, stage_epoch = locate_epoch(plan, epoch)
         if current is None or current.index != stage_index:
-            model.on_stage_start(stage, xs, ys)
+            model.on_stage_start(stage, dataclasses.replace(context, epoch=epoch))
             current = StageRunner(model, stage, stage_index, plan[stage_index][1],
                                   params, n_batches_per_epoch)
             if state is not None and state.get("stage") == stage_index:
                 current.load_state(state["optimization"])
             state = None
         model.train()
-        model.on_epoch_start(xs, ys, epoch)
+        context = dataclasses.replace(context, epoch=epoch)
+        model.on_epoch_start(context)
         order = torch.randperm(n_train, generator=perm_gen).to(dev)
         # sums stay on the device (float64, added one batch at a time like Python floats): no per-batch sync
         sums: dict[str, Any] = {"loss": torch.zeros((), dtype=torch.float64, device=dev)}
@@ -275,7 +279,7 @@ def train_model(
         record.check_finite(row, epoch, epochs)
         val_maps = cross_modal_maps(sign_codes(model, val_xs), val_labels, backend=eval_backend)
         with torch.no_grad():
-            model.on_validation(val_xs, epoch)
+            model.on_validation(context)
         improved, message = record.end_epoch(epoch, epochs, row, val_maps, weights.cpu().numpy(),
                                              select=stage.select_best)
         if improved:

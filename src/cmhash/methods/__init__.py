@@ -27,9 +27,10 @@ from .base import (
     OptimizerSpec,
     Stage,
     StepOutput,
+    TrainContext,
     get_method_class,
     register,
     resolve_params,
 )
 
-__all__ = ["REGISTRY", "Method", "OptimizerSpec", "Stage", "StepOutput", "get_method_class", "register", "resolve_params"]
+__all__ = ["REGISTRY", "Method", "OptimizerSpec", "Stage", "StepOutput", "TrainContext", "get_method_class", "register", "resolve_params"]

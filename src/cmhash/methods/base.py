@@ -45,6 +45,24 @@ class StepOutput:
     weights: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class TrainContext:
+    """What the training loop hands every hook of a method: one object, so that a hook that needs more than
+    the training split asks for it here instead of the loop branching per method.
+
+    ``xs``: the whole training split, one tensor per modality (on the run's device); ``labels``: its noisy
+    labels; ``clean_labels``: the clean training labels, only for a method whose :attr:`Method.needs_clean_labels`
+    is true (published-code reproductions with label leakage), else ``None``; ``val_xs``: the validation
+    features; ``epoch``: the epoch (0-based) the hook is called for (``0`` before the first epoch).
+    """
+
+    xs: list[torch.Tensor]
+    labels: torch.Tensor
+    clean_labels: torch.Tensor | None = None
+    val_xs: list[torch.Tensor] = field(default_factory=list)
+    epoch: int = 0
+
+
 #: Optimisers a stage may ask for (torch.optim class names by spec name).
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 #: LR schedules a stage may ask for, with the options each takes (torch.optim.lr_scheduler semantics):
@@ -156,14 +174,14 @@ class Method(nn.Module):
         parameter at ``params["lr"]`` / ``params["weight_decay"]`` for ``params["epochs"]`` epochs."""
         return [Stage()]
 
-    def on_stage_start(self, stage: Stage, xs: list[torch.Tensor], labels: torch.Tensor) -> None:
+    def on_stage_start(self, stage: Stage, ctx: TrainContext) -> None:
         """Called when ``stage`` begins (before its first epoch's :meth:`on_epoch_start`; on resume, again for the
         stage being resumed, so it must only derive state, e.g. freeze a teacher or build its targets)."""
 
     @property
     def needs_clean_labels(self) -> bool:
         """``True`` only for reference-compatible modes that reproduce a published code's use of the CLEAN
-        training labels (label leakage); the training loop then passes them to :meth:`on_train_start`."""
+        training labels (label leakage); only then does the loop's :class:`TrainContext` carry them."""
         return False
 
     def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -188,19 +206,17 @@ class Method(nn.Module):
         fit in the hooks below) is only logged; the loop then takes no optimiser step."""
         raise NotImplementedError
 
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
         """Called once before the first epoch (and before a checkpoint is restored) with the whole training
-        split and its noisy labels. Create per-sample state here as buffers so checkpoints carry it."""
+        split and its noisy labels (``ctx.xs``, ``ctx.labels``). Create per-sample state here as buffers so checkpoints carry it."""
 
-    def on_validation(self, xs: list[torch.Tensor], epoch: int) -> None:
-        """Called (under ``torch.no_grad``) after each epoch's validation MAP with the validation features.
+    def on_validation(self, ctx: TrainContext) -> None:
+        """Called (under ``torch.no_grad``) after epoch ``ctx.epoch``'s validation MAP (features ``ctx.val_xs``).
         Methods leave it alone; it exists so a reference-compatible mode can reproduce a published code whose
         validation pass changes training state (SEHA)."""
 
-    def on_epoch_start(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> None:
-        """Called at the start of every epoch with the whole training split (e.g. sample selection, or one
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        """Called at the start of epoch ``ctx.epoch`` with the whole training split (e.g. sample selection, or one
         iteration of an alternating closed-form optimisation)."""
 
 

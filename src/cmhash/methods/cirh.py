@@ -95,7 +95,7 @@ from ..losses.distillation import binary_code_distillation, code_consistency
 from ..losses.quantization import squared_quantization
 from ..losses.reconstruction import feature_reconstruction
 from ..losses.similarity import collaborated_graph_similarity, cosine_gram_regression
-from .base import Method, OptimizerSpec, Stage, StepOutput, register
+from .base import Method, OptimizerSpec, Stage, StepOutput, TrainContext, register
 
 #: ``NN_select`` / ``train_method``: weights of the sample and of its 3rd and 4th most similar batch neighbours.
 MIX_WEIGHTS = (0.7, 0.2, 0.1)
@@ -209,9 +209,8 @@ class CIRH(Method):
                              "use a smaller `zeroed` or set zeroed: -1 and zeroed_fraction")
         return int(k)
 
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        xs = ctx.xs
         p = self.params
         normed = [nn.functional.normalize(x, dim=1) for x in xs]
         self.similarity = collaborated_graph_similarity(normed[0], normed[1], p["a1"], p["a2"],
@@ -223,7 +222,7 @@ class CIRH(Method):
             "hash_functions": OptimizerSpec(parameters=lambda m: m.encoders.parameters()),
         })]
 
-    def on_epoch_start(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
         self._batch_number = 0
 
     def student_similarity(self, index: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..nets import HashEncoder
-from .base import Method
+from .base import Method, TrainContext
 
 
 def rbf_features(x: torch.Tensor, anchors: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -42,9 +42,8 @@ class StandardisedUnsupervised(Method):
             self.register_buffer(f"mean{m}", torch.zeros(d))
             self.register_buffer(f"std{m}", torch.ones(d))
 
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        xs = ctx.xs
         for m, x in enumerate(xs):
             setattr(self, f"mean{m}", x.mean(dim=0))
             setattr(self, f"std{m}", x.std(dim=0).clamp(min=1e-6) if x.shape[0] > 1 else torch.ones_like(x[0]))

@@ -73,7 +73,7 @@ import torch
 from torch import nn
 
 from ..losses.similarity import coherence_preserving_loss, graph_neighbour_target
-from .base import Method, OptimizerSpec, Stage, StepOutput, register
+from .base import Method, OptimizerSpec, Stage, StepOutput, TrainContext, register
 
 
 class DropoutTanhHashNet(nn.Module):
@@ -141,9 +141,8 @@ class DGCPN(Method):
 
         return [Stage(optimizers={"image": sgd(0), "text": sgd(1)})]
 
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        xs = ctx.xs
         p = self.params
         n = xs[0].shape[0]
         k = min(n, max(2, round(p["knn_fraction"] * n)))

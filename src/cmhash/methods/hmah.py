@@ -88,7 +88,7 @@ from ..losses.adversarial import lsgan_discriminator_loss, lsgan_generator_loss
 from ..losses.distillation import binary_code_distillation
 from ..losses.quantization import squared_quantization
 from ..losses.similarity import cosine_gram, cosine_gram_regression, row_normalised, sigmoid_label_affinity
-from .base import Method, OptimizerSpec, Stage, StepOutput, register
+from .base import Method, OptimizerSpec, Stage, StepOutput, TrainContext, register
 
 
 def label_graphs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -216,9 +216,8 @@ class HMAH(Method):
                 {"params": list(self.encoders[0].parameters())},
                 {"params": [self.fusion], "lr": lr * self.params["fusion_lr_factor"]}]
 
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        xs = ctx.xs
         self.teacher_codes = torch.zeros(xs[0].shape[0], self.bits, device=xs[0].device)
 
     @torch.no_grad()
@@ -233,13 +232,15 @@ class HMAH(Method):
         self.teacher.train(was_training)
         return torch.cat(parts)
 
-    def on_stage_start(self, stage: Stage, xs: list[torch.Tensor], labels: torch.Tensor) -> None:
+    def on_stage_start(self, stage: Stage, ctx: TrainContext) -> None:
+        xs, labels = ctx.xs, ctx.labels
         if stage.name == "students":
             self.teacher_codes = self.compute_teacher_codes(xs, labels)
             self.teacher.requires_grad_(False)
             self.discriminator.requires_grad_(False)
 
-    def on_epoch_start(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        epoch = ctx.epoch
         # the loop has just called train(); from student epoch freeze_bn_epoch on, BN uses running statistics
         if epoch - int(self.params["teacher_epochs"]) >= int(self.params["freeze_bn_epoch"]):
             for module in self.encoders.modules():

@@ -93,7 +93,7 @@ from torch import nn
 from ..losses.bottleneck import bottleneck_alignment_loss, reparameterised_relu
 from ..losses.similarity import asymmetric_pair_nll, asymmetric_pair_squared, label_similarity
 from ..nets import mlp
-from .base import Method, StepOutput, register
+from .base import Method, StepOutput, TrainContext, register
 
 # the pair term's name as earlier callers import it from this module
 asymmetric_pair_loss = asymmetric_pair_nll
@@ -185,9 +185,8 @@ class MIAN(Method):
         return torch.tanh(h) if self.params["label_tanh"] else h
 
     @torch.no_grad()
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        labels = ctx.labels
         n, dev = labels.shape[0], labels.device
         self.stored_image, self.stored_text, self.stored_label = (
             torch.randn(n, self.bits, device=dev) for _ in range(3))  # the code's N(0, 1) start
@@ -203,7 +202,8 @@ class MIAN(Method):
         return torch.sign(mix)
 
     @torch.no_grad()
-    def on_epoch_start(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        labels = ctx.labels
         if self.stored_image.shape[0]:
             self.epoch_targets = self.targets(torch.arange(self.stored_image.shape[0], device=labels.device))
 

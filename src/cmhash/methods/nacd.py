@@ -93,7 +93,7 @@ from ..losses.partial import (
 )
 from ..losses.quantization import l1_quantization
 from ..nets import mlp
-from .base import Method, OptimizerSpec, Stage, StepOutput, register
+from .base import Method, OptimizerSpec, Stage, StepOutput, TrainContext, register
 
 
 class _Encoder(nn.Module):
@@ -157,9 +157,8 @@ class NACD(Method):
     def stages(self) -> list[Stage]:
         return [Stage(optimizers={"main": OptimizerSpec(kind="rmsprop")})]
 
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        labels = ctx.labels
         self.confidence = labels.to(torch.float32).clone()
         self.thresholds = torch.full(
             (labels.shape[1],), float(self.params["threshold_init"]), device=labels.device
@@ -174,7 +173,8 @@ class NACD(Method):
         return [torch.cat(c) for c in out]
 
     @torch.no_grad()
-    def on_epoch_start(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        xs, labels, epoch = ctx.xs, ctx.labels, ctx.epoch
         # the code runs this after the batches of epoch e >= warmup: here, before epoch e + 1
         if epoch - 1 < self.params["warmup_epochs"] or self.confidence.shape[0] != labels.shape[0]:
             return

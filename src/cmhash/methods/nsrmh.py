@@ -112,7 +112,7 @@ from ..losses.selection import (
     reference_clean_probability,
 )
 from ..losses.similarity import cosine_affinity_loss, sigmoid_label_affinity
-from .base import Method, StepOutput, register
+from .base import Method, StepOutput, TrainContext, register
 
 # names of the terms as earlier callers import them from this module
 label_affinity = sigmoid_label_affinity
@@ -228,9 +228,8 @@ class NSRMH(Method):
         loss = p["sim_weight"] * l_sim + p["cen_weight"] * l_cen + p["sign_weight"] * l_sign
         return loss, {"sim": l_sim.detach(), "cen": l_cen.detach(), "sign": l_sign.detach()}
 
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        labels = ctx.labels
         n = labels.shape[0]
         self.pseudo = labels.to(torch.float32).clone()
         self.reliability = torch.ones(n, device=labels.device)
@@ -280,7 +279,8 @@ class NSRMH(Method):
         return torch.as_tensor(w.astype(np.float32), device=scores.device)
 
     @torch.no_grad()
-    def on_epoch_start(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        xs, labels, epoch = ctx.xs, ctx.labels, ctx.epoch
         p = self.params
         if not self.reference and epoch < p["warmup_epochs"]:
             return

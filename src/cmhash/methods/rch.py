@@ -83,7 +83,7 @@ from ..losses.selection import gmm_two_components_kmeans_init
 from ..losses.shifted_contrastive import rch_contrastive_per_sample
 from ..losses.similarity import label_similarity
 from ..nets import mlp
-from .base import Method, OptimizerSpec, Stage, StepOutput, register
+from .base import Method, OptimizerSpec, Stage, StepOutput, TrainContext, register
 
 
 @register
@@ -128,9 +128,8 @@ class RCH(Method):
     def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [nn.functional.normalize(torch.tanh(net(x)), dim=1) for net, x in zip(self.nets, xs)]
 
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        labels = ctx.labels
         self.selected = torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
 
     @torch.no_grad()
@@ -144,7 +143,8 @@ class RCH(Method):
             out.append(worst_positive_error(errors, y))
         return torch.cat(out)
 
-    def on_epoch_start(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        xs, labels, epoch = ctx.xs, ctx.labels, ctx.epoch
         p = self.params
         if epoch < p["select_from_epoch"]:
             self.selected = torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)

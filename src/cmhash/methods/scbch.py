@@ -81,7 +81,7 @@ from ..losses.quantization import l1_quantization
 from ..losses.selection import neighbour_label_reliability
 from ..losses.shifted_contrastive import bidirectional_soft_contrastive
 from ..nets import mlp
-from .base import Method, StepOutput, register
+from .base import Method, StepOutput, TrainContext, register
 
 
 @register
@@ -123,13 +123,13 @@ class SCBCH(Method):
     def encode(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [nn.functional.normalize(torch.tanh(net(x)), dim=1) for net, x in zip(self.nets, xs)]
 
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        labels = ctx.labels
         self.reliability = torch.ones(labels.shape[0], device=labels.device)
 
     @torch.no_grad()
-    def on_epoch_start(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        xs, labels, epoch = ctx.xs, ctx.labels, ctx.epoch
         p = self.params
         if epoch < p["warmup_epochs"]:
             return

@@ -69,7 +69,7 @@ import torch
 from ..losses.classification import cross_soft_label_distillation
 from ..losses.contrastive import cross_modal_info_nce
 from ..nets import CenterGenerator, HashEncoder
-from .base import Method, StepOutput, register
+from .base import Method, StepOutput, TrainContext, register
 from .common import normalise_rows
 
 # the term's name as earlier callers import it from this module
@@ -107,9 +107,8 @@ class SEHA(Method):
     def needs_clean_labels(self) -> bool:
         return bool(self.params["reference_compatible"])
 
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        labels, clean_labels = ctx.labels, ctx.clean_labels
         start = clean_labels if self.needs_clean_labels else labels
         if start is None:
             raise ValueError("seha: reference_compatible needs the clean training labels")
@@ -120,8 +119,9 @@ class SEHA(Method):
         for m, q in enumerate(probs):
             self.soft_labels[m, index] = mu * self.soft_labels[m, index] + (1.0 - mu) * q.detach()
 
-    def on_validation(self, xs: list[torch.Tensor], epoch: int) -> None:
+    def on_validation(self, ctx: TrainContext) -> None:
         """Reference-compatible only: validation predictions overwrite training rows ``0 .. n_valid-1``."""
+        xs, epoch = ctx.val_xs, ctx.epoch
         if not self.params["reference_compatible"] or epoch <= self.params["warmup_epochs"]:
             return
         n = min(xs[0].shape[0], self.soft_labels.shape[1])

@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Method, StepOutput
+from .base import Method, StepOutput, TrainContext
 
 F64 = torch.float64
 
@@ -219,9 +219,8 @@ class ShallowHashing(Method):
             setattr(self, f"proj{m}", torch.zeros(a, self.bits, dtype=F64, device=xs[0].device))
 
     # -- loop hooks --------------------------------------------------------------------------------------------
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        xs, labels = ctx.xs, ctx.labels
         # CPU generator seeded from the run's (global, seeded) torch stream: same seed -> same draws on any device
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         self._draw_anchors(xs, generator)
@@ -231,7 +230,8 @@ class ShallowHashing(Method):
         self._terms = {}
 
     @torch.no_grad()
-    def on_epoch_start(self, xs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        xs, labels, epoch = ctx.xs, ctx.labels, ctx.epoch
         phis = self.train_features(xs)
         y = labels.to(F64)
         generator = torch.Generator()

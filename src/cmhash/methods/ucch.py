@@ -81,7 +81,7 @@ from torch import nn
 
 from ..losses.contrastive import cross_modal_ranking_loss, hash_key_contrast_loss
 from ..nets import mlp
-from .base import Method, OptimizerSpec, Stage, StepOutput, register
+from .base import Method, OptimizerSpec, Stage, StepOutput, TrainContext, register
 
 BANK_UPDATES = ("paper", "normalised")
 
@@ -144,9 +144,8 @@ class UCCH(Method):
             clip_grad_norm=p["clip_grad_norm"] if p["clip_grad_norm"] > 0 else None,
         )]
 
-    def on_train_start(
-        self, xs: list[torch.Tensor], labels: torch.Tensor, clean_labels: torch.Tensor | None = None
-    ) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        xs = ctx.xs
         n, dev = xs[0].shape[0], xs[0].device
         s = 1.0 / (self.bits / 3.0) ** 0.5
         rnd = torch.randn(n, self.bits, device=dev) * (2 * s) - s
