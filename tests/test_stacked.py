@@ -84,9 +84,9 @@ def test_stacked_resume_from_checkpoint_is_bit_identical(tmp_path, monkeypatch):
     ref = train_models_stacked("rshnl", params, 16, tr.xs, labels, va, te, flags, seed=1, device="cpu")
     ckpt = tmp_path / "stack.pt"
     calls = {"n": 0}
-    import cmhash.stacked as stacked_module
+    import cmhash.train as train_module  # the shared epoch loop (run_epochs) scores validation
 
-    real = stacked_module.cross_modal_maps
+    real = train_module.cross_modal_maps
 
     def dies_in_epoch_4(*args, **kwargs):  # validation of member 0 in epoch 4: after the epoch-2 checkpoint
         calls["n"] += 1
@@ -94,11 +94,11 @@ def test_stacked_resume_from_checkpoint_is_bit_identical(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(stacked_module, "cross_modal_maps", dies_in_epoch_4)
+    monkeypatch.setattr(train_module, "cross_modal_maps", dies_in_epoch_4)
     with pytest.raises(KeyboardInterrupt):
         train_models_stacked("rshnl", params, 16, tr.xs, labels, va, te, flags, seed=1, device="cpu",
                              checkpoint_path=ckpt, checkpoint_every=2, checkpoint_key="k")
-    monkeypatch.setattr(stacked_module, "cross_modal_maps", real)
+    monkeypatch.setattr(train_module, "cross_modal_maps", real)
     assert ckpt.exists()
     resumed = train_models_stacked("rshnl", params, 16, tr.xs, labels, va, te, flags, seed=1, device="cpu",
                                    checkpoint_path=ckpt, checkpoint_every=2, checkpoint_key="k")

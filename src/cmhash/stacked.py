@@ -9,7 +9,8 @@ dimension and over the ``G`` label matrices; one backward pass of the summed los
 gradient (the copies share no parameter), and one Adam over the stacked tensors is ``G`` independent Adams
 (Adam is elementwise). A GPU then sees one kernel per layer for all ``G`` runs instead of ``G`` small ones.
 
-What stays per run: the loss sums, the per-sample weights, validation (each copy's weights are loaded into a
+The epoch loop is :func:`cmhash.train.run_epochs`, the one every training goes through: this module only adds
+the stacked trainer (:class:`StackedRuns`, beside :class:`cmhash.train.SingleRun`). What stays per run: the loss sums, the per-sample weights, validation (each copy's weights are loaded into a
 plain model and scored exactly as :func:`cmhash.train.train_model` does), the best epoch and its weights, the
 history, and the final test/database encoding. On the CPU every member's codes and history are bit-identical
 to its separate :func:`~cmhash.train.train_model` run (tests/test_stacked.py checks it for every stackable
@@ -25,8 +26,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,21 +34,17 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from .methods import Method, get_method_class
+from .methods import Method, Stage, get_method_class
 from .train import (
     RunRecord,
     SplitData,
     TrainResult,
-    _accumulate,
-    _final_result,
+    accumulate_terms,
     batch_indices,
-    cross_modal_maps,
-    load_checkpoint,
     resolve_device,
-    save_checkpoint,
+    run_epochs,
     seed_everything,
     set_deterministic,
-    sign_codes,
     task_names,
 )
 
@@ -141,7 +136,6 @@ def train_models_stacked(
     n_train = np.shape(train_labels[0])[0]
     if n_train < 2:
         raise ValueError(f"{run_names[0]}: the training split has {n_train} samples; at least 2 are needed")
-    batch_size = int(params["batch_size"])
     method_cls = get_method_class(impl)
     model = method_cls(tuple(x.shape[1] for x in train_xs), np.shape(train_labels[0])[1], bits, params,
                        multilabel.pop()).to(dev)
@@ -153,98 +147,88 @@ def train_models_stacked(
 
     xs = [to_dev(x) for x in train_xs]
     ys = torch.stack([to_dev(y) for y in train_labels])  # G x N x K
-    stacked, buffers = stack_module_state([model] * n_runs)
-    for name, p in model.named_parameters():
-        stacked[name].requires_grad_(p.requires_grad)
-    trainable = [p for p in stacked.values() if p.requires_grad]
-    if not trainable:
-        raise ValueError(f"cannot train runs of {impl!r} stacked: the method has no trainable parameters")
-    optimizer = torch.optim.Adam(trainable, lr=params["lr"], weight_decay=params["weight_decay"])
-    step = _Step(copy.deepcopy(model).to("meta"))
-
-    def one_run(p: dict, b: dict, batch_xs: list[torch.Tensor], labels: torch.Tensor, epoch: int):
-        return functional_call(step, ({f"method.{k}": v for k, v in p.items()},
-                                      {f"method.{k}": v for k, v in b.items()}), (batch_xs, labels, epoch))
-
-    stacked_step = vmap(one_run, in_dims=(0, 0, None, 0, None))
-
-    state_keys = list(model.state_dict())  # parameters and persistent buffers
-
-    def member_state(g: int) -> dict[str, torch.Tensor]:
-        both = {**stacked, **buffers}
-        return {k: both[k][g].detach().clone() for k in state_keys}
-
+    trainer = StackedRuns(impl, model, params, xs, ys, use_amp)
     val_xs = [to_dev(x) for x in val.xs]
     val_labels = to_dev(val.labels) if eval_backend == "torch" else val.labels
     test_xs = [to_dev(x) for x in test.xs]
     tasks = task_names(modalities)
     records = [RunRecord(name, tasks, flags) for name, flags in zip(run_names, noisy_flags)]
-    best_models: list[Any] = [None] * n_runs
-    perm_gen = torch.Generator().manual_seed(seed)
-    epochs = int(params["epochs"])
-    first_epoch = 0
-    interactive = sys.stderr.isatty()
-    start_time = time.perf_counter()
-    state = load_checkpoint(checkpoint_path, checkpoint_key) if checkpoint_path else None
-    if state is not None:
-        with torch.no_grad():
-            for name, value in state["stacked"].items():
-                stacked[name].copy_(value)
-            for name, value in state["buffers"].items():
-                buffers[name].copy_(value)
-        optimizer.load_state_dict(state["optimizer"])
-        perm_gen.set_state(state["perm_gen"])
-        for record, saved in zip(records, state["records"]):
-            record.load_state(saved)
-        best_models = state["best_models"]
-        first_epoch = state["epoch"] + 1
-        log.info("%d stacked runs: resuming from %s after epoch %d", n_runs, checkpoint_path, first_epoch)
     log.info("training %d runs stacked on %s: %s", n_runs, dev, ", ".join(run_names))
-    for epoch in range(first_epoch, epochs):
-        order = torch.randperm(n_train, generator=perm_gen).to(dev)
-        sums: dict[str, Any] = {"loss": torch.zeros(n_runs, dtype=torch.float64, device=dev)}
-        weights = torch.full((n_runs, n_train), float("nan"), device=dev)
+    return run_epochs(
+        trainer, records, int(params["epochs"]), seed=seed, dev=dev, val=(val_xs, val_labels, eval_backend),
+        test_xs=test_xs, database=database, checkpoint=(checkpoint_path, checkpoint_every, checkpoint_key),
+        use_amp=use_amp, deterministic=deterministic, extra={"stacked_runs": n_runs},
+    )
+
+
+class StackedRuns:
+    """``G`` runs of one stackable method as one stacked network, the other trainer of
+    :func:`cmhash.train.run_epochs` (the first is :class:`cmhash.train.SingleRun`): parameters stacked along a
+    leading dimension, the method's training step vmapped over it and over the ``G`` label matrices, one Adam
+    over the stacked tensors. ``model`` is a plain copy into which :meth:`load_member` puts one member's weights.
+    """
+
+    def __init__(self, impl: str, model: Method, params: dict[str, Any], xs: list[torch.Tensor], ys: torch.Tensor,
+                 use_amp: bool):
+        self.model, self.xs, self.ys, self.use_amp = model, xs, ys, use_amp
+        self.n_runs, self.n_train = ys.shape[0], ys.shape[1]
+        self.batch_size = int(params["batch_size"])
+        self.stacked, self.buffers = stack_module_state([model] * self.n_runs)
+        for name, p in model.named_parameters():
+            self.stacked[name].requires_grad_(p.requires_grad)
+        trainable = [p for p in self.stacked.values() if p.requires_grad]
+        if not trainable:
+            raise ValueError(f"cannot train runs of {impl!r} stacked: the method has no trainable parameters")
+        self.optimizer = torch.optim.Adam(trainable, lr=params["lr"], weight_decay=params["weight_decay"])
+        step = _Step(copy.deepcopy(model).to("meta"))
+
+        def one_run(p: dict, b: dict, batch_xs: list[torch.Tensor], labels: torch.Tensor, epoch: int):
+            return functional_call(step, ({f"method.{k}": v for k, v in p.items()},
+                                          {f"method.{k}": v for k, v in b.items()}), (batch_xs, labels, epoch))
+
+        self.step = vmap(one_run, in_dims=(0, 0, None, 0, None))
+        self.state_keys = list(model.state_dict())  # parameters and persistent buffers
+
+    def start_epoch(self, epoch: int) -> Stage:
+        return Stage()  # stackable methods train one default stage (stacking_problem)
+
+    def train_epoch(self, order: torch.Tensor, epoch: int) -> tuple[dict[str, Any], torch.Tensor, int]:
+        dev = self.ys.device
+        sums: dict[str, Any] = {"loss": torch.zeros(self.n_runs, dtype=torch.float64, device=dev)}
+        weights = torch.full((self.n_runs, self.n_train), float("nan"), device=dev)
         n_batches = 0
-        for idx in batch_indices(order, batch_size):
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, terms, batch_weights = stacked_step(stacked, buffers, [x[idx] for x in xs], ys[:, idx], epoch)
+        for idx in batch_indices(order, self.batch_size):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.use_amp):
+                loss, terms, batch_weights = self.step(self.stacked, self.buffers, [x[idx] for x in self.xs],
+                                                       self.ys[:, idx], epoch)
             if loss.requires_grad:
-                optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad(set_to_none=True)
                 loss.sum().backward()  # the copies share no parameter: each gets the gradient of its own loss
-                optimizer.step()
-            _accumulate(sums, loss, terms)
+                self.optimizer.step()
+            accumulate_terms(sums, loss, terms)
             if batch_weights.shape[-1]:
                 weights[:, idx] = batch_weights.detach().to(weights.dtype)
             n_batches += 1
+        return sums, weights, n_batches
 
-        means = {key: (value / n_batches).cpu().numpy() for key, value in sums.items()}
-        host_weights = weights.cpu().numpy()
-        for g, record in enumerate(records):
-            row = {key: float(value[g]) for key, value in means.items()}
-            record.check_finite(row, epoch, epochs)
-            model.load_state_dict(member_state(g))
-            val_maps = cross_modal_maps(sign_codes(model, val_xs), val_labels, backend=eval_backend)
-            improved, _ = record.end_epoch(epoch, epochs, row, val_maps, host_weights[g])
-            if improved:
-                best_models[g] = member_state(g)
-        if interactive:
-            line = f"{n_runs} stacked runs epoch {epoch + 1}/{epochs}: " + ", ".join(
-                f"val {r.history['val_map_mean'][-1]:.3f}" for r in records)
-            print(f"\r{line}", end="" if epoch + 1 < epochs else "\n", file=sys.stderr, flush=True)
-        if checkpoint_path and checkpoint_every > 0 and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < epochs:
-            save_checkpoint(checkpoint_path, {
-                "key": checkpoint_key, "epoch": epoch,
-                "stacked": {k: v.detach() for k, v in stacked.items()}, "buffers": dict(buffers),
-                "optimizer": optimizer.state_dict(), "perm_gen": perm_gen.get_state(),
-                "records": [r.state() for r in records], "best_models": best_models,
-            })
+    def member_state(self, g: int) -> dict[str, torch.Tensor]:
+        both = {**self.stacked, **self.buffers}
+        return {k: both[k][g].detach().clone() for k in self.state_keys}
 
-    results = []
-    seconds = time.perf_counter() - start_time
-    for g, record in enumerate(records):
-        model.load_state_dict(best_models[g])
-        result = _final_result(model, record, test_xs, database, dev, start_time, use_amp, deterministic,
-                               extra={"stacked_runs": n_runs})
-        result.seconds = seconds  # the stack's wall time: its runs are not separable
-        results.append(result)
-    return results
+    def load_member(self, g: int) -> None:
+        self.model.load_state_dict(self.member_state(g))
+
+    def after_validation(self, epoch: int) -> None:
+        """Stackable methods have no hooks."""
+
+    def state(self) -> dict[str, Any]:
+        return {"stacked": {k: v.detach() for k, v in self.stacked.items()}, "buffers": dict(self.buffers),
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for name, value in state["stacked"].items():
+                self.stacked[name].copy_(value)
+            for name, value in state["buffers"].items():
+                self.buffers[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])

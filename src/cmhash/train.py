@@ -198,7 +198,6 @@ def train_model(
     eval_backend = "torch" if dev.type == "cuda" else "numpy"
     seed_everything(seed)
     n_train = train.labels.shape[0]
-    batch_size = int(params["batch_size"])
     if n_train < 2:
         raise ValueError(f"{run_name}: the training split has {n_train} samples; at least 2 are needed")
     multilabel = bool((train.labels.sum(axis=1) > 1).any())
@@ -221,82 +220,167 @@ def train_model(
     epochs = sum(n for _, n in plan)
     val_labels = to_dev(val.labels) if eval_backend == "torch" else val.labels
     test_xs = [to_dev(x) for x in test.xs]
-    noisy_flags = np.asarray(noisy_flags, dtype=bool)
-    perm_gen = torch.Generator().manual_seed(seed)
-    tasks = task_names(modalities)
+    record = RunRecord(run_name, task_names(modalities), np.asarray(noisy_flags, dtype=bool))
+    trainer = SingleRun(model, plan, params, xs, ys, context, n_train, use_amp)
+    (result,) = run_epochs(
+        trainer, [record], epochs, seed=seed, dev=dev, val=(val_xs, val_labels, eval_backend),
+        test_xs=test_xs, database=database, checkpoint=(checkpoint_path, checkpoint_every, checkpoint_key),
+        use_amp=use_amp, deterministic=deterministic,
+    )
+    return result
 
-    record = RunRecord(run_name, tasks, noisy_flags)
-    best_model: Any = None
+
+class SingleRun:
+    """One run of :func:`run_epochs`: the method's model, its stages (optimisers, schedules), hooks and batches.
+
+    The stacked trainer (:class:`cmhash.stacked.StackedRuns`) is the other implementation of the same
+    interface: ``n_runs``, ``model`` (the plain model validation and encoding read), ``start_epoch``,
+    ``train_epoch``, ``load_member``, ``member_state``, ``after_validation``, ``state``, ``load_state``.
+    """
+
+    n_runs = 1
+
+    def __init__(self, model: Method, plan: list[tuple[Stage, int]], params: dict[str, Any], xs: list[torch.Tensor],
+                 ys: torch.Tensor, context: TrainContext, n_train: int, use_amp: bool):
+        self.model, self.plan, self.params, self.xs, self.ys = model, plan, params, xs, ys
+        self.context, self.n_train, self.use_amp = context, n_train, use_amp
+        self.batch_size = int(params["batch_size"])
+        self.batches_per_epoch = len(list(batch_indices(torch.arange(n_train), self.batch_size)))
+        self.current: StageRunner | None = None
+        self._pending: dict[str, Any] | None = None  # a checkpoint's stage state, applied when its stage starts
+
+    def start_epoch(self, epoch: int) -> Stage:
+        """Stage housekeeping (a new stage's optimisers, ``on_stage_start``), then ``on_epoch_start``."""
+        model = self.model
+        stage_index, stage, _ = locate_epoch(self.plan, epoch)
+        if self.current is None or self.current.index != stage_index:
+            model.on_stage_start(stage, dataclasses.replace(self.context, epoch=epoch))
+            self.current = StageRunner(model, stage, stage_index, self.plan[stage_index][1], self.params,
+                                       self.batches_per_epoch)
+            if self._pending is not None and self._pending["stage"] == stage_index:
+                self.current.load_state(self._pending["optimization"])
+            self._pending = None
+        model.train()
+        self.context = dataclasses.replace(self.context, epoch=epoch)
+        model.on_epoch_start(self.context)
+        return stage
+
+    def train_epoch(self, order: torch.Tensor, epoch: int) -> tuple[dict[str, Any], torch.Tensor, int]:
+        """The epoch's mini-batches in ``order``: (loss sums on the device, per-sample weights 1 x N, batches)."""
+        model, current, dev = self.model, self.current, self.ys.device
+        # sums stay on the device (float64, added one batch at a time like Python floats): no per-batch sync
+        sums: dict[str, Any] = {"loss": torch.zeros((), dtype=torch.float64, device=dev)}
+        weights = torch.full((1, self.n_train), float("nan"), device=dev)
+        n_batches = 0
+        for idx in batch_indices(order, self.batch_size):
+            extra: dict[str, Any] = {"index": idx} if model.uses_index else {}
+            if model.manual_optimization:
+                extra["step"] = current.manual_step
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.use_amp):
+                out = model.training_step([x[idx] for x in self.xs], self.ys[idx], epoch, **extra)
+            if not model.manual_optimization:
+                current.step(out.loss)
+            accumulate_terms(sums, out.loss, out.terms)
+            if out.weights is not None:
+                weights[0, idx] = out.weights.detach().to(weights.dtype)
+            n_batches += 1
+        current.end_epoch()
+        return sums, weights, n_batches
+
+    def load_member(self, g: int) -> None:
+        """The model already holds the run's weights."""
+
+    def member_state(self, g: int) -> dict[str, Any]:
+        return copy.deepcopy(self.model.state_dict())
+
+    def after_validation(self, epoch: int) -> None:
+        self.model.on_validation(self.context)
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "stage": self.current.index, "optimization": self.current.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self._pending = state
+
+
+def run_epochs(
+    trainer: Any, records: list[RunRecord], epochs: int, *, seed: int, dev: torch.device,
+    val: tuple[list[torch.Tensor], Any, str], test_xs: list[torch.Tensor], database: SplitData | None,
+    checkpoint: tuple[str | Path | None, int, str], use_amp: bool, deterministic: bool,
+    extra: dict[str, Any] | None = None,
+) -> list[TrainResult]:
+    """The epoch loop of every training, one run (:class:`SingleRun`) or ``G`` stacked runs
+    (:class:`cmhash.stacked.StackedRuns`): shuffle, train an epoch, score each run's validation MAP and keep its
+    best weights, checkpoint, and finally encode each run's test (and database) split with its best weights.
+
+    ``records``: one :class:`RunRecord` per run of ``trainer``. ``val``: (features, labels, MAP backend).
+    ``checkpoint``: (path or None, every n epochs, key); a checkpoint of another key is ignored, and a resumed
+    training gives, on the CPU, the codes of an uninterrupted one. Returns one :class:`TrainResult` per run;
+    ``seconds`` is the whole call's time (for stacked runs: the stack's, as its runs are not separable).
+    """
+    val_xs, val_labels, eval_backend = val
+    checkpoint_path, checkpoint_every, checkpoint_key = checkpoint
+    n_train = trainer.n_train
+    perm_gen = torch.Generator().manual_seed(seed)
+    best: list[Any] = [None] * trainer.n_runs
     interactive = sys.stderr.isatty()
     start_time = time.perf_counter()
     first_epoch = 0
     state = load_checkpoint(checkpoint_path, checkpoint_key) if checkpoint_path else None
     if state is not None:
-        model.load_state_dict(state["model"])
+        trainer.load_state(state["trainer"])
         perm_gen.set_state(state["perm_gen"])
         # methods may draw from torch's global generator (dropout, sampled negatives): restore it too
         torch.set_rng_state(state["torch_rng"])
         if dev.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], dev)
-        record.load_state(state["record"])
-        best_model = state["best_model"]
+        for record, saved in zip(records, state["records"]):
+            record.load_state(saved)
+        best = state["best"]
         first_epoch = state["epoch"] + 1
-        log.info("%s: resuming from %s after epoch %d", run_name, checkpoint_path, first_epoch)
-    n_batches_per_epoch = len(list(batch_indices(torch.arange(n_train), batch_size)))
-    current: StageRunner | None = None
+        log.info("%s: resuming from %s after epoch %d", ", ".join(r.run_name for r in records), checkpoint_path,
+                 first_epoch)
     for epoch in range(first_epoch, epochs):
-        stage_index, stage, stage_epoch = locate_epoch(plan, epoch)
-        if current is None or current.index != stage_index:
-            model.on_stage_start(stage, dataclasses.replace(context, epoch=epoch))
-            current = StageRunner(model, stage, stage_index, plan[stage_index][1],
-                                  params, n_batches_per_epoch)
-            if state is not None and state.get("stage") == stage_index:
-                current.load_state(state["optimization"])
-            state = None
-        model.train()
-        context = dataclasses.replace(context, epoch=epoch)
-        model.on_epoch_start(context)
+        stage = trainer.start_epoch(epoch)
         order = torch.randperm(n_train, generator=perm_gen).to(dev)
-        # sums stay on the device (float64, added one batch at a time like Python floats): no per-batch sync
-        sums: dict[str, Any] = {"loss": torch.zeros((), dtype=torch.float64, device=dev)}
-        weights = torch.full((n_train,), float("nan"), device=dev)
-        n_batches = 0
-        for idx in batch_indices(order, batch_size):
-            extra: dict[str, Any] = {"index": idx} if model.uses_index else {}
-            if model.manual_optimization:
-                extra["step"] = current.manual_step
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = model.training_step([x[idx] for x in xs], ys[idx], epoch, **extra)
-            if not model.manual_optimization:
-                current.step(out.loss)
-            _accumulate(sums, out.loss, out.terms)
-            if out.weights is not None:
-                weights[idx] = out.weights.detach().to(weights.dtype)
-            n_batches += 1
-        current.end_epoch()
-
-        row = {key: float(value) / n_batches for key, value in sums.items()}
-        record.check_finite(row, epoch, epochs)
-        val_maps = cross_modal_maps(sign_codes(model, val_xs), val_labels, backend=eval_backend)
-        with torch.no_grad():
-            model.on_validation(context)
-        improved, message = record.end_epoch(epoch, epochs, row, val_maps, weights.cpu().numpy(),
-                                             select=stage.select_best)
-        if improved:
-            best_model = copy.deepcopy(model.state_dict())
+        sums, weights, n_batches = trainer.train_epoch(order, epoch)
+        # per-run means on the host: float64 sums / batches (a single run's sums are 0-d)
+        means = {key: np.broadcast_to(np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64),
+                                      (trainer.n_runs,)) for key, v in sums.items()}
+        host_weights = weights.cpu().numpy()
+        message = ""
+        for g, record in enumerate(records):
+            row = {key: float(value[g]) / n_batches for key, value in means.items()}
+            record.check_finite(row, epoch, epochs)
+            trainer.load_member(g)
+            val_maps = cross_modal_maps(sign_codes(trainer.model, val_xs), val_labels, backend=eval_backend)
+            with torch.no_grad():
+                trainer.after_validation(epoch)
+            improved, message = record.end_epoch(epoch, epochs, row, val_maps, host_weights[g],
+                                                 select=stage.select_best)
+            if improved:
+                best[g] = trainer.member_state(g)
         if interactive:
+            if trainer.n_runs > 1:
+                message = f"{trainer.n_runs} stacked runs epoch {epoch + 1}/{epochs}: " + ", ".join(
+                    f"val {r.history['val_map_mean'][-1]:.3f}" for r in records)
             print(f"\r{message}", end="" if epoch + 1 < epochs else "\n", file=sys.stderr, flush=True)
         if checkpoint_path and checkpoint_every > 0 and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < epochs:
             save_checkpoint(checkpoint_path, {
-                "key": checkpoint_key, "epoch": epoch, "model": model.state_dict(), "stage": stage_index,
-                "optimization": current.state(), "perm_gen": perm_gen.get_state(), "record": record.state(),
-                "torch_rng": torch.get_rng_state(),
+                "key": checkpoint_key, "epoch": epoch, "trainer": trainer.state(), "perm_gen": perm_gen.get_state(),
+                "records": [r.state() for r in records], "best": best, "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-                "best_model": best_model,
             })
-
-    model.load_state_dict(best_model)
-    return _final_result(model, record, test_xs, database, dev, start_time, use_amp, deterministic)
+    results = []
+    for g, record in enumerate(records):
+        trainer.model.load_state_dict(best[g])
+        results.append(final_result(trainer.model, record, test_xs, database, dev, start_time, use_amp,
+                                    deterministic, extra))
+    seconds = time.perf_counter() - start_time
+    for result in results:
+        result.seconds = seconds
+    return results
 
 
 def stage_plan(stages: list[Stage], params: dict[str, Any], run_name: str = "run") -> list[tuple[Stage, int]]:
@@ -458,7 +542,7 @@ class StageRunner:
             scheduler.load_state_dict(state["schedulers"][name])
 
 
-def _final_result(
+def final_result(
     model: Method, record: RunRecord, test_xs: list[torch.Tensor], database: SplitData | None, dev: torch.device,
     start_time: float, use_amp: bool, deterministic: bool, extra: dict[str, Any] | None = None,
 ) -> TrainResult:
@@ -501,7 +585,7 @@ def batch_indices(order: torch.Tensor, batch_size: int):
         yield idx
 
 
-def _accumulate(sums: dict[str, Any], loss: torch.Tensor, terms: dict[str, Any]) -> None:
+def accumulate_terms(sums: dict[str, Any], loss: torch.Tensor, terms: dict[str, Any]) -> None:
     """Add one batch's loss and loss terms to the epoch sums (device tensors: no host sync)."""
     sums["loss"] += loss.detach().to(torch.float64)
     for key, value in terms.items():
