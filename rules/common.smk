@@ -8,9 +8,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from snakemake.exceptions import WorkflowError
 
 from cmhash.config import (
+    MEMBER_PATTERN,
     ConfigError,
     experiment_runs,
-    member_name,
     training_options,
     training_plan,
     validate_config,

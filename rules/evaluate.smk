@@ -10,7 +10,7 @@ rule evaluate:
         "../workflow/envs/evaluate.yaml"
     threads: 2  # the metrics' query chunks (cmhash.metrics); results do not depend on it
     params:
-        member=lambda wc: member_name(wc.noise, wc.bits),
+        member=MEMBER_PATTERN,  # this run's file in the group's folder (wildcards noise, bits)
         evaluation=config["evaluation"],
     script:
         "../workflow/scripts/evaluate.py"

@@ -320,9 +320,14 @@ def experiment_runs(cfg: dict[str, Any], experiment: str) -> Iterator[dict[str, 
 # --- the training plan: every run resolved once, grouped into training jobs -------------------------------------
 
 
+#: File name of one run inside its training group's directory, a pattern of the wildcards ``noise`` and ``bits``
+#: (rule evaluate passes it as a param that Snakemake formats, no function call per job).
+MEMBER_PATTERN = "noise{noise}_bits{bits}.h5"
+
+
 def member_name(noise: str, bits: int) -> str:
     """File name of one run inside its training group's directory: ``noise0.2_bits16.h5``."""
-    return f"noise{noise}_bits{int(bits)}.h5"
+    return MEMBER_PATTERN.format(noise=noise, bits=int(bits))
 
 
 @dataclass(frozen=True)
