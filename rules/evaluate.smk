@@ -8,7 +8,7 @@ rule evaluate:
         "logs/evaluate/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.log",
     conda:
         "../workflow/envs/evaluate.yaml"
-    threads: 2  # the metrics' query chunks (cmhash.metrics); results do not depend on it
+    threads: 1  # memory-bound: 2 threads gave no speed-up (benchmarks/README.md, map_nuswide)
     params:
         member=MEMBER_PATTERN,  # this run's file in the group's folder (wildcards noise, bits)
         evaluation=config["evaluation"],

@@ -85,25 +85,16 @@ class SchemaError(ValueError):
 
 
 @contextlib.contextmanager
-def atomic_h5(path: str | os.PathLike, kind: str, attrs: Mapping[str, Any] | None = None) -> Iterator[h5py.File]:
-    """Open a new HDF5 file for writing that appears at ``path`` only if the block succeeds.
-
-    ``kind`` is a key of :data:`SCHEMAS`; the schema name, package version, git commit and creation time
-    are written as root attributes together with ``attrs``.
-    """
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to: when the block ends normally it replaces ``path`` (with the
+    permissions of a normally created file), when it raises it is removed. Every result file of the pipeline
+    (HDF5, tables, figures, checkpoints) is written through this, so no reader ever sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.h5", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema"] = SCHEMAS[kind]
-            f.attrs["package_version"] = __version__
-            f.attrs["git_commit"] = git_commit()
-            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            for key, value in (attrs or {}).items():
-                set_attr(f, key, value)
-            yield f
+        yield Path(tmp)
         # mkstemp creates the file 0600; give the result the permissions of a normally created file
         umask = os.umask(0)
         os.umask(umask)
@@ -113,6 +104,23 @@ def atomic_h5(path: str | os.PathLike, kind: str, attrs: Mapping[str, Any] | Non
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | os.PathLike, kind: str, attrs: Mapping[str, Any] | None = None) -> Iterator[h5py.File]:
+    """Open a new HDF5 file for writing that appears at ``path`` only if the block succeeds.
+
+    ``kind`` is a key of :data:`SCHEMAS`; the schema name, package version, git commit and creation time
+    are written as root attributes together with ``attrs``.
+    """
+    with atomic_path(path, suffix=".tmp.h5") as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["schema"] = SCHEMAS[kind]
+        f.attrs["package_version"] = __version__
+        f.attrs["git_commit"] = git_commit()
+        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        for key, value in (attrs or {}).items():
+            set_attr(f, key, value)
+        yield f
 
 
 def set_attr(obj: h5py.HLObject, key: str, value: Any) -> None:

@@ -39,7 +39,7 @@ import torch
 
 from . import metrics
 from .methods import Method, OptimizerSpec, Stage, TrainContext, get_method_class
-from .store import check_joint_code_name, task_names
+from .store import atomic_path, check_joint_code_name, task_names
 
 log = logging.getLogger(__name__)
 
@@ -670,11 +670,8 @@ class RunRecord:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write a training checkpoint atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({**state, "format": CHECKPOINT_FORMAT}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".tmp.pt") as tmp:
+        torch.save({**state, "format": CHECKPOINT_FORMAT}, tmp)
 
 
 def load_checkpoint(path: str | Path | None, key: str) -> dict[str, Any] | None:

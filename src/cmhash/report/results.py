@@ -4,9 +4,7 @@ through here and imports nothing from its siblings."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..store import SCHEMAS, SchemaError, check_schema, get_attr, is_cross_modal_task, task_names
+from ..store import SCHEMAS, SchemaError, atomic_path, check_schema, get_attr, is_cross_modal_task, task_names
 
 #: Columns of :func:`summarise` (and of :func:`ablation_table`), in this order.
 SUMMARY_COLUMNS = ["table", "dataset", "task", "method", "venue", "noise", "bits", "map", "n_seeds", "std"]
@@ -227,19 +225,10 @@ def ablation_table(summary: pd.DataFrame, bits: int | None = None) -> pd.DataFra
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file next to ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``text`` to a temporary file next to ``path`` and rename it into place (:func:`store.atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def check_config_hashes(df: pd.DataFrame, expected: Mapping[str, str]) -> None:

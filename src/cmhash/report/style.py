@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import seaborn as sns
 from matplotlib.figure import Figure
+
+from ..store import atomic_path
 
 
 @contextlib.contextmanager
@@ -28,15 +29,8 @@ def save_figure(fig: Figure, out_stem: str | os.PathLike, dpi: int = 200) -> lis
     written = []
     for ext in ("png", "pdf"):
         target = stem.parent / f"{stem.name}.{ext}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp.{ext}", dir=stem.parent)
-        os.close(fd)
-        try:
+        with atomic_path(target, suffix=f".tmp.{ext}") as tmp:
             fig.savefig(tmp, format=ext, dpi=dpi, metadata={"CreationDate": None} if ext == "pdf" else None)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
         written.append(target)
     return written
 
