@@ -1,7 +1,24 @@
+rule collect_runs:
+    """Metrics files of an experiment -> one row per run and task (every report rule reads this table)."""
+    input:
+        lambda wc: experiment_metrics(wc.experiment),
+    output:
+        "results/tables/{experiment}_runs.csv",
+    log:
+        "logs/collect_runs/{experiment}.log",
+    conda:
+        "../workflow/envs/report.yaml"
+    params:
+        experiment="{experiment}",
+        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
+    script:
+        "../workflow/scripts/collect_runs.py"
+
+
 rule report_table:
     """Metrics files of an experiment -> MAP table (CSV long format, Markdown, LaTeX) and ablation table."""
     input:
-        lambda wc: experiment_metrics(wc.experiment),
+        runs="results/tables/{experiment}_runs.csv",
     output:
         csv=report(
             "results/tables/{experiment}.csv",
@@ -25,7 +42,6 @@ rule report_table:
         experiment="{experiment}",
         methods=lambda wc: config["experiments"][wc.experiment]["methods"],
         ablation_bits=lambda wc: config["experiments"][wc.experiment].get("ablation_bits"),
-        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
     script:
         "../workflow/scripts/report_table.py"
 
@@ -33,7 +49,7 @@ rule report_table:
 rule report_paper:
     """Metrics files of an experiment -> ours beside the papers' published MAP (CSV, Markdown, scatter)."""
     input:
-        lambda wc: experiment_metrics(wc.experiment),
+        runs="results/tables/{experiment}_runs.csv",
     output:
         paper_csv=report(
             "results/tables/{experiment}_vs_paper.csv",
@@ -57,7 +73,6 @@ rule report_paper:
         ablation_bits=lambda wc: config["experiments"][wc.experiment].get("ablation_bits"),
         paper_map=paper_map_file(),
         dataset_names={n: d["paper_name"] for n, d in config["datasets"].items() if "paper_name" in d},
-        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
     script:
         "../workflow/scripts/report_paper.py"
 
@@ -65,7 +80,7 @@ rule report_paper:
 rule report_robustness:
     """Metrics files of an experiment with two or more noise rates -> MAP retention per method, ours vs papers'."""
     input:
-        lambda wc: experiment_metrics(wc.experiment),
+        runs="results/tables/{experiment}_runs.csv",
     output:
         csv=report(
             "results/tables/{experiment}_robustness.csv",
@@ -82,7 +97,6 @@ rule report_robustness:
         methods=lambda wc: config["experiments"][wc.experiment]["methods"],
         paper_map=paper_map_file(),
         dataset_names={n: d["paper_name"] for n, d in config["datasets"].items() if "paper_name" in d},
-        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
     script:
         "../workflow/scripts/report_robustness.py"
 
@@ -90,7 +104,7 @@ rule report_robustness:
 rule report_figures:
     """Metrics files of an experiment -> PR curves, MAP vs noise, SPL weight density, MAP vs epoch."""
     input:
-        lambda wc: experiment_metrics(wc.experiment),
+        runs="results/tables/{experiment}_runs.csv",
     output:
         **{
             f"{name}_{ext}": (
@@ -113,7 +127,6 @@ rule report_figures:
         experiment="{experiment}",
         methods=lambda wc: config["experiments"][wc.experiment]["methods"],
         figures=lambda wc: figure_settings(wc.experiment),
-        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
     script:
         "../workflow/scripts/report_figures.py"
 
@@ -121,7 +134,7 @@ rule report_figures:
 rule report_protocol_audit:
     """Metrics files of an experiment with `protocol_audit` -> clean vs published-protocol table and figure."""
     input:
-        lambda wc: experiment_metrics(wc.experiment),
+        runs="results/tables/{experiment}_runs.csv",
     output:
         csv=report(
             "results/tables/{experiment}_protocol.csv",
@@ -142,6 +155,5 @@ rule report_protocol_audit:
     params:
         experiment="{experiment}",
         audit=lambda wc: config["experiments"][wc.experiment].get("protocol_audit", {}),
-        config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
     script:
         "../workflow/scripts/report_protocol_audit.py"

@@ -418,11 +418,17 @@ def _run_script(name, inputs, outputs, params, log):
     from pathlib import Path
     from types import SimpleNamespace
 
-    script = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / name
-    smk = SimpleNamespace(input=_Named([str(p) for p in inputs]),
+    scripts = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
+    # as in the workflow: rule collect_runs writes the runs table, the report script reads it
+    runs_csv = Path(str(log) + ".runs.csv")
+    collect = SimpleNamespace(input=_Named([str(p) for p in inputs]), output=_Named([str(runs_csv)]),
+                              params=_Named(experiment=params["experiment"], config_hashes={}),
+                              log=_Named([str(log)]), wildcards=_Named(), scriptdir=str(scripts))
+    runpy.run_path(str(scripts / "collect_runs.py"), init_globals={"snakemake": collect}, run_name="__main__")
+    smk = SimpleNamespace(input=_Named(runs=str(runs_csv)),
                           output=_Named(**{k: str(v) for k, v in outputs.items()}),
-                          params=_Named(**params), log=_Named([str(log)]), wildcards=_Named(), scriptdir=str(script.parent))
-    runpy.run_path(str(script), init_globals={"snakemake": smk}, run_name="__main__")
+                          params=_Named(**params), log=_Named([str(log)]), wildcards=_Named(), scriptdir=str(scripts))
+    runpy.run_path(str(scripts / name), init_globals={"snakemake": smk}, run_name="__main__")
 
 
 def test_report_table_script(metric_files, tmp_path):
@@ -451,3 +457,18 @@ def test_report_script_failure_is_logged(tmp_path):
                     {"experiment": "e", "methods": ["CE"]}, tmp_path / "bad.log")
     assert str(bad) in (tmp_path / "bad.log").read_text()
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_runs_table_lists_the_experiments_files_in_order_and_refuses_stale_ones(metric_files, tmp_path):
+    """Rule collect_runs: the runs table keeps the input order (the report's row order follows it) and a file
+    whose config hash differs from the current config's is refused before any table is written."""
+    from cmhash.report.results import runs_table_paths, write_runs_table
+
+    order = list(reversed(metric_files))
+    df = write_runs_table(order, tmp_path / "runs.csv")
+    assert runs_table_paths(tmp_path / "runs.csv") == [str(p) for p in order]
+    assert len(df) == len(pd.read_csv(tmp_path / "runs.csv"))
+    stale = {str(order[0]): "0" * 16}
+    with pytest.raises(ValueError, match="different configuration"):
+        write_runs_table(order, tmp_path / "stale.csv", stale)
+    assert not (tmp_path / "stale.csv").exists()

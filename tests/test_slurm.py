@@ -27,7 +27,7 @@ pytestmark = [
 COMMON = ["--set-threads", "train=1", "evaluate=1", "--config", "device=cpu"]
 # the CI node has no GPU: the profile's `gpu: 1` for training is overridden (as on a CPU-only cluster)
 SMALL = ["--set-resources", "train:gpu=0", *(f"{rule}:mem_mb=500" for rule in
-                              ("prepare_dataset", "make_noisy_labels", "train", "evaluate", "report_table", "report_paper",
+                              ("prepare_dataset", "make_noisy_labels", "train", "evaluate", "collect_runs", "report_table", "report_paper",
                                "report_figures")), *(f"{rule}:runtime=10" for rule in ("train", "evaluate"))]
 
 

@@ -92,11 +92,12 @@ def test_dry_run_lists_only_the_experiments_jobs(tmp_path):
     proc = snakemake(tmp_path, "other", "-n")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    # one run: data, noise, train, evaluate, table, paper comparison, figures and the target
+    # one run: data, noise, train, evaluate, the runs table, table, paper comparison, figures and the target
     assert "train" in out and "total" in out
     jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert jobs["train"] == 1 and jobs["evaluate"] == 1 and jobs["report_paper"] == 1 and jobs["total"] == 8
+    assert jobs["train"] == 1 and jobs["evaluate"] == 1 and jobs["report_paper"] == 1 and jobs["collect_runs"] == 1
+    assert jobs["total"] == 9
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Snakemake script: figures of one experiment (logic in :func:`cmhash.report.figures.report_figures`).
 
-snakemake.input   all metrics files of the experiment (``cmhash.metrics/1``)
+snakemake.input   runs: the experiment's runs table (rule collect_runs), which lists its metrics files
 snakemake.params  experiment (str), methods (list, legend order), optional figures (dict) with the
                   keys dataset, noise, bits, pr_noise, pr_bits, epoch_noise, epoch_bits, weights_noise,
                   weights_bits, map_noise_bits, epoch_methods, weights_methods, weights_epochs,
@@ -23,21 +23,23 @@ sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[
 
 from cmhash.logsetup import logged_job
 from cmhash.report.figures import report_figures
+from cmhash.report.results import runs_table_paths
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
 with logged_job(snakemake.log[0], "report_figures") as log_:
     params = dict(snakemake.params.items())
+    paths = runs_table_paths(snakemake.input.runs)  # config hashes checked there, by rule collect_runs
     outputs = {k: v for k, v in snakemake.output.items()}
-    log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(snakemake.input),
+    log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(paths),
              sorted(outputs))
     written = report_figures(
-        list(snakemake.input),
+        paths,
         params["experiment"],
         outputs,
         methods=params.get("methods"),
         settings=params.get("figures") or {},
-        expected_hashes=params.get("config_hashes"),
+        expected_hashes=None,  # checked once, by rule collect_runs
     )
     for path in written:
         log_.info("wrote %s", path)

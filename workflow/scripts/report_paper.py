@@ -1,6 +1,6 @@
 """Snakemake script: one experiment beside the papers' MAP (logic in :func:`cmhash.report.paper.report_paper`).
 
-snakemake.input   all metrics files of the experiment (``cmhash.metrics/1``)
+snakemake.input   runs: the experiment's runs table (rule collect_runs), which lists its metrics files
 snakemake.params  experiment (str), methods (list, table row order), optional ablation_bits (int),
                   optional ablation_methods (list), config_hashes (metrics path -> hash), paper_map
                   (CSV path or list, or None), dataset_names (ours -> the paper's)
@@ -15,23 +15,25 @@ sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[
 
 from cmhash.logsetup import logged_job
 from cmhash.report.paper import report_paper
+from cmhash.report.results import runs_table_paths
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
 with logged_job(snakemake.log[0], "report_paper") as log_:
     params = dict(snakemake.params.items())
+    paths = runs_table_paths(snakemake.input.runs)  # config hashes checked there, by rule collect_runs
     outputs = {k: v for k, v in snakemake.output.items()}
-    log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(snakemake.input),
+    log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(paths),
              sorted(outputs))
     written = report_paper(
-        list(snakemake.input),
+        paths,
         params["experiment"],
         outputs,
         params.get("paper_map"),
         methods=params.get("methods"),
         ablation_bits=params.get("ablation_bits"),
         ablation_methods=params.get("ablation_methods"),
-        expected_hashes=params.get("config_hashes"),
+        expected_hashes=None,  # checked once, by rule collect_runs
         dataset_names=params.get("dataset_names"),
     )
     for key, path in written.items():

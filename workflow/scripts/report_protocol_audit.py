@@ -1,6 +1,6 @@
 """Snakemake script: protocol-audit table and figure (logic in :func:`cmhash.report.audit.report_protocol_audit`).
 
-snakemake.input   all metrics files of the experiment (``cmhash.metrics/1``)
+snakemake.input   runs: the experiment's runs table (rule collect_runs), which lists its metrics files
 snakemake.params  experiment (str), audit (the experiment's ``protocol_audit`` block), config_hashes
 snakemake.output  csv, md, png, pdf (named; pdf is written next to png)
 snakemake.log     one log file
@@ -13,17 +13,19 @@ sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[
 
 from cmhash.logsetup import logged_job
 from cmhash.report.audit import report_protocol_audit
+from cmhash.report.results import runs_table_paths
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
 with logged_job(snakemake.log[0], "report_protocol_audit") as log_:
     params = dict(snakemake.params.items())
+    paths = runs_table_paths(snakemake.input.runs)  # config hashes checked there, by rule collect_runs
     written = report_protocol_audit(
-        list(snakemake.input),
+        paths,
         params["experiment"],
         {k: v for k, v in snakemake.output.items()},
         params["audit"],
-        expected_hashes=params.get("config_hashes"),
+        expected_hashes=None,  # checked once, by rule collect_runs
     )
     for key, path in written.items():
         log_.info("wrote %s: %s", key, path)

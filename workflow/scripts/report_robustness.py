@@ -1,6 +1,6 @@
 """Snakemake script: robustness table of one experiment (logic in :func:`cmhash.report.robustness.report_robustness`).
 
-snakemake.input   all metrics files of the experiment (two or more noise rates)
+snakemake.input   runs: the experiment's runs table (rule collect_runs; two or more noise rates)
 snakemake.params  experiment, methods, config_hashes, paper_map (path, list or None), dataset_names
 snakemake.output  csv, md
 snakemake.log     one log file
@@ -12,15 +12,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
 from cmhash.logsetup import logged_job
+from cmhash.report.results import runs_table_paths
 from cmhash.report.robustness import report_robustness
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
 with logged_job(snakemake.log[0], "report_robustness") as log_:
     params = dict(snakemake.params.items())
+    paths = runs_table_paths(snakemake.input.runs)  # config hashes checked there, by rule collect_runs
     written = report_robustness(
-        list(snakemake.input), params["experiment"], dict(snakemake.output.items()), methods=params.get("methods"),
-        expected_hashes=params.get("config_hashes"), paper_map=params.get("paper_map"),
+        paths, params["experiment"], dict(snakemake.output.items()), methods=params.get("methods"),
+        expected_hashes=None, paper_map=params.get("paper_map"),
         dataset_names=params.get("dataset_names"),
     )
     for key, path in written.items():

@@ -1,6 +1,6 @@
 """Snakemake script: summary tables of one experiment (logic in :func:`cmhash.report.tables.report_table`).
 
-snakemake.input   all metrics files of the experiment (``cmhash.metrics/1``)
+snakemake.input   runs: the experiment's runs table (rule collect_runs), which lists its metrics files
 snakemake.params  experiment (str), methods (list, table row order), optional ablation_bits (int),
                   optional ablation_methods (list), config_hashes (metrics path -> hash)
 snakemake.output  csv, md, tex, ablation_csv, ablation_md, ablation_tex (named)
@@ -13,23 +13,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
 from cmhash.logsetup import logged_job
+from cmhash.report.results import runs_table_paths
 from cmhash.report.tables import report_table
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
 with logged_job(snakemake.log[0], "report_table") as log_:
     params = dict(snakemake.params.items())
+    paths = runs_table_paths(snakemake.input.runs)  # config hashes checked there, by rule collect_runs
     outputs = {k: v for k, v in snakemake.output.items()}
-    log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(snakemake.input),
+    log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(paths),
              sorted(outputs))
     written = report_table(
-        list(snakemake.input),
+        paths,
         params["experiment"],
         outputs,
         methods=params.get("methods"),
         ablation_bits=params.get("ablation_bits"),
         ablation_methods=params.get("ablation_methods"),
-        expected_hashes=params.get("config_hashes"),
+        expected_hashes=None,  # checked once, by rule collect_runs
     )
     for key, path in written.items():
         log_.info("wrote %s: %s", key, path)

@@ -231,6 +231,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def write_runs_table(
+    paths: Iterable[str | os.PathLike], out_csv: str | os.PathLike, expected_hashes: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """Rule ``collect_runs``: read an experiment's metrics files (:func:`collect_results`), refuse stale ones
+    (:func:`check_config_hashes`) and write the rows as ``results/tables/{experiment}_runs.csv`` (atomic).
+
+    Every other report rule of the experiment takes this one file as input instead of every metrics file
+    (a 4,000-run grid then costs Snakemake one input per report job, not 4,000) and reads the runs it lists
+    (:func:`runs_table_paths`); the hashes are checked here once."""
+    df = collect_results(paths)
+    if expected_hashes:
+        check_config_hashes(df, expected_hashes)
+    atomic_write_text(out_csv, df.to_csv(index=False))
+    return df
+
+
+def runs_table_paths(runs_csv: str | os.PathLike) -> list[str]:
+    """The metrics files a runs table (:func:`write_runs_table`) lists, in its order (the experiment's)."""
+    df = pd.read_csv(runs_csv, usecols=["path"], dtype={"path": str})
+    if df.empty:
+        raise SchemaError(f"{runs_csv}: the runs table lists no metrics file; rerun rule collect_runs")
+    return list(dict.fromkeys(df["path"]))
+
+
 def check_config_hashes(df: pd.DataFrame, expected: Mapping[str, str]) -> None:
     """Raise ``ValueError`` listing every result whose ``config_hash`` differs from the current config's.
 
