@@ -432,7 +432,7 @@ def job_count(proc: subprocess.CompletedProcess) -> int:
 
 
 def case_workflow_dry_run(args: argparse.Namespace, state: dict) -> list[dict]:
-    seeds = list(range(18))  # 4,032 runs: 4,032 evaluations + 1,008 training groups + noise/report jobs > 5,000
+    seeds = list(range(44))  # 9,856 runs in 2,464 groups: 2,464 trainings + 2,464 evaluations + noise/reports > 5,000
     grid = {"experiments": {"bench_grid": {"datasets": ["synthetic"], "methods": GRID_METHODS,
                                            "noise": [0.2, 0.4, 0.6, 0.8], "bits": [16, 32, 64, 128],
                                            "seeds": seeds}}}

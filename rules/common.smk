@@ -8,9 +8,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from snakemake.exceptions import WorkflowError
 
 from cmhash.config import (
-    MEMBER_PATTERN,
     ConfigError,
     experiment_runs,
+    member_name,
     training_options,
     training_plan,
     validate_config,
@@ -26,7 +26,8 @@ config.update(_validated)
 from cmhash.noise import KINDS as NOISE_KINDS
 
 NOISE_KIND = config["noise"]["kind"]
-RUN_DIR = "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}"
+# the evaluation folder of one training group (a metrics file per run, named as its train file)
+RUN_DIR = "results/runs/{dataset}/{noise_kind}/{method}/seed{seed}/{group}"
 
 
 def _alternatives(values):
@@ -44,15 +45,6 @@ wildcard_constraints:
     group=r"noise\d+(\.\d+)?(-\d+(\.\d+)?)*_bits\d+(-\d+)*",
 
 
-def run_file(run, name):
-    """Path of a run's train.h5 / metrics.h5 for a dict with dataset, method, noise, bits, seed."""
-    return f"{RUN_DIR}/{name}".format(noise_kind=NOISE_KIND, **run)
-
-
-def experiment_metrics(experiment):
-    return [run_file(run, "metrics.h5") for run in experiment_runs(config, experiment)]
-
-
 # Every run of every experiment resolved once (method chain, parameters, noise stack, config hash) and grouped
 # into training jobs: the train rule's params, the evaluate rule's input and the report's hash checks read it.
 try:
@@ -62,11 +54,33 @@ except ConfigError as _exc:
 GROUP_DIR = "results/train/{dataset}/{noise_kind}/{method}/seed{seed}/{group}"
 
 
+def metrics_file(run):
+    """Path of a run's metrics file (a dict with dataset, method, noise, bits, seed) in its group's folder."""
+    spec = TRAINING_PLAN.run(**run)
+    folder = RUN_DIR.format(
+        dataset=run["dataset"],
+        noise_kind=NOISE_KIND,
+        method=run["method"],
+        seed=run["seed"],
+        group=spec.group,
+    )
+    return f"{folder}/{member_name(spec.noise, spec.bits)}"
+
+
+def experiment_metrics(experiment):
+    """The metrics files of an experiment's runs, in its run order."""
+    return [metrics_file(run) for run in experiment_runs(config, experiment)]
+
+
+def experiment_eval_dirs(experiment):
+    """The evaluation folders (one per training group) holding an experiment's metrics files."""
+    return list(dict.fromkeys(str(Path(path).parent) for path in experiment_metrics(experiment)))
+
+
 def experiment_config_hashes(experiment):
     """Metrics path -> config hash under the current config; the report refuses files that differ."""
     return {
-        run_file(run, "metrics.h5"): TRAINING_PLAN.run(**run).config_hash
-        for run in experiment_runs(config, experiment)
+        metrics_file(run): TRAINING_PLAN.run(**run).config_hash for run in experiment_runs(config, experiment)
     }
 
 
@@ -90,14 +104,9 @@ def group_noise_files(wildcards):
     ]
 
 
-def group_of_run(wildcards):
-    """The training group's folder that holds this run's train file."""
-    w = dict(wildcards.items())
-    try:
-        run = TRAINING_PLAN.run(w["dataset"], w["method"], w["noise"], w["bits"], w["seed"])
-    except KeyError as exc:
-        raise WorkflowError(exc.args[0]) from None
-    return GROUP_DIR.format(group=run.group, **w)
+def group_members(wildcards):
+    """File names of a training group's runs in its folders (train and evaluation), in the group's order."""
+    return [member_name(run.noise, run.bits) for run in training_group(wildcards).runs]
 
 
 TABLE_SUFFIXES = ["csv", "md", "tex"]

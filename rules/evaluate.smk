@@ -1,16 +1,16 @@
 rule evaluate:
-    """Codes -> MAP@all, MAP@k, PR by Hamming radius and P@N for both retrieval directions (+ FUSED)."""
+    """Codes of a training group -> MAP@all, MAP@k, PR by Hamming radius and P@N per run (+ joint code sets)."""
     input:
-        group_of_run,  # the training group's folder; params.member is this run's file in it
+        GROUP_DIR,  # the training group's folder (same wildcards)
     output:
-        "results/runs/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}/metrics.h5",
+        directory(RUN_DIR),  # one metrics file per run, named as its train file
     log:
-        "logs/evaluate/{dataset}/{noise_kind}/{noise}/{method}/{bits}/seed{seed}.log",
+        "logs/evaluate/{dataset}/{noise_kind}/{method}/seed{seed}/{group}.log",
     conda:
         "../workflow/envs/evaluate.yaml"
     threads: 1  # memory-bound: 2 threads gave no speed-up (benchmarks/README.md, map_nuswide)
     params:
-        member=MEMBER_PATTERN,  # this run's file in the group's folder (wildcards noise, bits)
+        members=group_members,
         evaluation=config["evaluation"],
     script:
         "../workflow/scripts/evaluate.py"

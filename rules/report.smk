@@ -1,7 +1,7 @@
 rule collect_runs:
     """Metrics files of an experiment -> one row per run and task (every report rule reads this table)."""
     input:
-        lambda wc: experiment_metrics(wc.experiment),
+        lambda wc: experiment_eval_dirs(wc.experiment),
     output:
         "results/tables/{experiment}_runs.csv",
     log:
@@ -10,6 +10,7 @@ rule collect_runs:
         "../workflow/envs/report.yaml"
     params:
         experiment="{experiment}",
+        metrics=lambda wc: experiment_metrics(wc.experiment),  # the runs' files in those folders, in run order
         config_hashes=lambda wc: experiment_config_hashes(wc.experiment),
     script:
         "../workflow/scripts/collect_runs.py"

@@ -214,9 +214,9 @@ def test_paper_target_fails_fast_then_builds_every_table_and_figure(tmp_path):
     # Tables 1-3 and Wikipedia: 12 methods x 4 noise x 4 bits each; Table 4 adds RSHNL-1..3 at 128 bits on
     # two datasets (its RSHNL runs are Tables 1/2's); Figure 4 adds RSHNL-S and RSHNL-D (RSHNL, CMMQ shared)
     # tables 1-3: 14 methods (the paper's 12 + RFCMH, RFCMH-ref) x 16 cells; table_wiki: 12 x 16
-    assert jobs["evaluate"] == 3 * 224 + 192 + 3 * 2 * 4 + 2  # one per run
-    # one training job per (dataset, method, noise): the code lengths of a group train in one process
-    assert jobs["train"] == 3 * 14 * 4 + 12 * 4 + 3 * 2 * 4 + 2
+    # one training job per (dataset, method, noise): the code lengths of a group train in one process, and one
+    # evaluation job per training group
+    assert jobs["train"] == jobs["evaluate"] == 3 * 14 * 4 + 12 * 4 + 3 * 2 * 4 + 2
     assert jobs["prepare_dataset"] == 4 and jobs["report_table"] == jobs["report_paper"] == 5
     assert jobs["report_figures"] == 2
     assert not (tmp_path / "results").exists()

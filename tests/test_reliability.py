@@ -86,7 +86,7 @@ SLOW = {
                                                   "batch_size": 32, "lr": 1e-3, "gamma": 3.0, "warmup_epochs": 2}}}},
     "experiments": {"killme": {"datasets": ["toy"], "methods": ["RSHNL"], "noise": [0.4], "bits": [8, 16], "seeds": [0]}},
 }
-RUN = "results/runs/toy/sym/0.4/RSHNL/16/seed0"
+EVAL = "results/runs/toy/sym/RSHNL/seed0/noise0.4_bits8-16"  # the group's metrics files, evaluated in one job
 GROUP = "results/train/toy/sym/RSHNL/seed0/noise0.4_bits8-16"  # both code lengths in one job: 8, then 16
 
 
@@ -113,7 +113,7 @@ def test_sigkill_mid_training_then_rerun_equals_uninterrupted(tmp_path):
     assert ckpt.exists(), "training never reached its first checkpoint"
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake and the training script, no chance to clean up
     proc.wait()
-    assert not (killed / GROUP).exists() and not (killed / RUN / "metrics.h5").exists()
+    assert not (killed / GROUP).exists() and not (killed / EVAL).exists()
     assert not list(partial.glob("*.tmp.h5"))
     assert (partial / "noise0.4_bits8.h5").exists()  # the finished member survives the kill
 
@@ -128,8 +128,8 @@ def test_sigkill_mid_training_then_rerun_equals_uninterrupted(tmp_path):
     assert not partial.exists() and not list((killed / GROUP).glob("*.checkpoint.pt"))
     full = subprocess.run(_cmd(clean), check=False, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
-    for run in (RUN, RUN.replace("/16/", "/8/")):
-        with h5py.File(killed / run / "metrics.h5") as a, h5py.File(clean / run / "metrics.h5") as b:
+    for member in ("noise0.4_bits8.h5", "noise0.4_bits16.h5"):
+        with h5py.File(killed / EVAL / member) as a, h5py.File(clean / EVAL / member) as b:
             for key in ("codes/image", "codes/text"):
                 np.testing.assert_array_equal(a[key][()], b[key][()])
     assert (killed / "results/tables/killme.csv").read_text() == (clean / "results/tables/killme.csv").read_text()

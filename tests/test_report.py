@@ -421,8 +421,10 @@ def _run_script(name, inputs, outputs, params, log):
     scripts = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
     # as in the workflow: rule collect_runs writes the runs table, the report script reads it
     runs_csv = Path(str(log) + ".runs.csv")
-    collect = SimpleNamespace(input=_Named([str(p) for p in inputs]), output=_Named([str(runs_csv)]),
-                              params=_Named(experiment=params["experiment"], config_hashes={}),
+    collect = SimpleNamespace(input=_Named(sorted({str(Path(p).parent) for p in inputs})),
+                              output=_Named([str(runs_csv)]),
+                              params=_Named(experiment=params["experiment"], metrics=[str(p) for p in inputs],
+                                            config_hashes={}),
                               log=_Named([str(log)]), wildcards=_Named(), scriptdir=str(scripts))
     runpy.run_path(str(scripts / "collect_runs.py"), init_globals={"snakemake": collect}, run_name="__main__")
     smk = SimpleNamespace(input=_Named(runs=str(runs_csv)),

@@ -155,7 +155,7 @@ def test_workflow_trains_noise_stacks_when_asked(tmp_path):
         assert f.attrs["config_hash"] != g.attrs["config_hash"]  # stacked or not is part of a run's identity
     with h5py.File(stacked_dir / "results/train/toy/sym/CE/seed0/noise0.6_bits8/noise0.6_bits8.h5") as f:
         assert "noise_stack" not in f.attrs  # CE cannot be stacked: trained alone
-    with h5py.File(stacked_dir / "results/runs/toy/sym/0.6/RSHNL/8/seed0/metrics.h5") as f:
+    with h5py.File(stacked_dir / "results/runs/toy/sym/RSHNL/seed0/noise0.2-0.6_bits8/noise0.6_bits8.h5") as f:
         assert f.attrs["config_hash"] == h5py.File(stacked).attrs["config_hash"]
     a = pd.read_csv(stacked_dir / "results/tables/wf.csv").sort_values(["task", "method", "noise"])
     b = pd.read_csv(plain_dir / "results/tables/wf.csv").sort_values(["task", "method", "noise"])

@@ -70,7 +70,7 @@ def test_tables_and_figures_written(finished_run):
 
 
 def test_metrics_file_holds_codes_and_provenance(finished_run):
-    path = finished_run / "results/runs/toy/sym/0.2/RSHNL/8/seed0/metrics.h5"
+    (path,) = (finished_run / "results/runs/toy/sym/RSHNL/seed0").glob("noise0.2_bits*/noise0.2_bits8.h5")
     with h5py.File(path) as f:
         assert f.attrs["schema"] == "cmhash.metrics/1"
         for key in ("method", "dataset", "noise", "bits", "seed", "config_hash", "package_version", "git_commit",

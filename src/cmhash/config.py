@@ -320,8 +320,7 @@ def experiment_runs(cfg: dict[str, Any], experiment: str) -> Iterator[dict[str, 
 # --- the training plan: every run resolved once, grouped into training jobs -------------------------------------
 
 
-#: File name of one run inside its training group's directory, a pattern of the wildcards ``noise`` and ``bits``
-#: (rule evaluate passes it as a param that Snakemake formats, no function call per job).
+#: File name of one run inside its training group's folders (train and evaluation files).
 MEMBER_PATTERN = "noise{noise}_bits{bits}.h5"
 
 

@@ -1,4 +1,5 @@
-"""Evaluation of one run: codes in ``train.h5`` -> ``metrics.h5`` (rule ``evaluate``).
+"""Evaluation: one run's train file -> its metrics file (:func:`evaluate_run`); rule ``evaluate`` does every run
+of a training group in one job (:func:`evaluate_group`).
 
 NumPy and h5py only (no torch): an evaluation job starts in a fraction of a second, and the metrics are
 those of :mod:`cmhash.metrics` (layout of the output: docs/file_formats.md).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,27 @@ def evaluate_run(
                 _write_task(dst, task, res).attrs["map_topk"] = int(fused_topk)
                 maps[task] = res.map
     log.info("evaluated %s: %s", train_path, {k: round(v, 4) for k, v in maps.items()})
+    return maps
+
+
+def evaluate_group(
+    train_dir: str | Path, out_dir: str | Path, members: list[str], evaluation: dict[str, Any],
+    threads: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """Rule ``evaluate``: every member of a training group's folder (``noise{r}_bits{b}.h5``) -> a metrics file of
+    the same name in ``out_dir``, in one process. The files are written into ``<out_dir>.partial`` and the folder
+    is renamed into place when every member is done, so an interrupted job leaves no folder a later run would
+    trust. Returns ``map`` per task per member."""
+    train_dir, out_dir = Path(train_dir), Path(out_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    maps = {member: evaluate_run(train_dir / member, partial / member, evaluation, threads=threads)
+            for member in members}
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    partial.rename(out_dir)
     return maps
 
 
