@@ -1,13 +1,7 @@
 """Paper-vs-ours: put a paper's published MAP beside ours (CSV, Markdown) and draw ours-vs-paper scatters.
 
-The papers' numbers come from long CSVs (``resources/paper/<paper>_paper_map.csv``, provenance in its README)
-with the columns :data:`PAPER_COLUMNS`; ``map`` is in percent and empty where the paper prints no value
-(out-of-memory '/'). Several papers can be given (config ``paper_map``: one path or a list): each row then
-carries ``paper`` = the file's stem without ``_paper_map`` (``rshnl``, ``rfcmh``, ...), and where two papers print
-the same cell (RFCMH's tables repeat RSHNL's baselines) the first file in the list wins. Our summary
-(:func:`cmhash.report.results.summarise`, plus the ``avg`` rows of :func:`cmhash.report.results.ablation_table`)
-is matched on (dataset, task, method, noise, bits) by :mod:`cmhash.report.published`. :func:`report_paper` is
-what rule ``report_paper`` calls.
+Reading the papers' CSVs and matching them to our summary is :mod:`cmhash.report.published` (the layer below);
+this module only writes what the comparison gives. :func:`report_paper` is what rule ``report_paper`` calls.
 """
 
 from __future__ import annotations
