@@ -5,10 +5,14 @@ stages (:meth:`Method.stages`; one Adam stage unless the method declares others)
 schedule, and per epoch (1) one pass of optimiser steps over a seeded permutation of the training set (the
 method may take its own alternating steps: ``manual_optimization``), (2) validation MAP of both retrieval
 directions on sign codes, (3) keep the weights with the best mean validation MAP among the epochs of stages
-that ``select_best``. After the last
-epoch the best weights encode the test split and, when the dataset has one, the retrieval database split;
-methods with joint code sets (:meth:`Method.encode_joint`, e.g. a fused code) encode those splits once more,
-one code per pair.
+that ``select_best``. After the last epoch the best weights encode the test split and, when the dataset has
+one, the retrieval database split; methods with joint code sets (:meth:`Method.encode_joint`, e.g. a fused code)
+encode those splits once more, one code per pair.
+
+The epoch loop itself is :func:`run_epochs`, the one every training goes through: it drives a *trainer*,
+:class:`SingleRun` here (a method's stages, hooks and batches; every hook gets one :class:`TrainContext`) or
+:class:`cmhash.stacked.StackedRuns` (G runs as one vmapped network), and keeps per run the history, the best
+weights and the checkpoint state.
 Everything the loop logs is generic: loss terms reported by the method, and (for methods that weight samples)
 weight statistics split by the ground-truth noise flag, which is used for logging only.
 
