@@ -100,6 +100,23 @@ def test_dry_run_lists_only_the_experiments_jobs(tmp_path):
     assert jobs["total"] == 9
 
 
+@pytest.mark.parametrize("grouped,expected", [(True, 2), (False, 4)])
+def test_training_and_evaluation_jobs_follow_group_code_lengths(tmp_path, grouped, expected):
+    """2 noise rates x 2 code lengths of CE: grouped, one training and one evaluation job per noise rate (both code
+    lengths inside); group_code_lengths: false, one of each per run; either way one metrics file per run."""
+    cfg = {**TINY, "group_code_lengths": grouped,
+           "experiments": {"g": {"datasets": ["toy"], "methods": ["CE"], "noise": [0.2, 0.6], "bits": [8, 16],
+                                 "seeds": [0]}}}
+    proc = snakemake(tmp_path, "g", "-n", "-p", config=cfg)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert jobs["train"] == jobs["evaluate"] == expected and jobs["collect_runs"] == 1
+    folder = "noise0.2_bits8-16" if grouped else "noise0.2_bits8"
+    assert f"results/runs/toy/sym/CE/seed0/{folder}" in out
+
+
 @pytest.mark.parametrize(
     "mutate,key",
     [
