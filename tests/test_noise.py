@@ -12,11 +12,10 @@ from cmhash.noise import (
     NoisyLabels,
     make_noisy_labels,
     n_noisy_rows,
-    rate_to_str,
     read_noisy_labels,
     write_noisy_labels,
 )
-from cmhash.store import SchemaError, atomic_h5
+from cmhash.store import SchemaError, atomic_h5, rate_str
 
 
 def single_label(n: int, c: int, seed: int = 0) -> np.ndarray:
@@ -160,12 +159,12 @@ def test_flip_impossible_when_row_has_all_classes() -> None:
         make_noisy_labels(clean, 0.5, seed=0, kind="flip")
 
 
-def test_rate_to_str() -> None:
-    assert rate_to_str(0.2) == "0.2"
-    assert rate_to_str(0.20) == "0.2"
-    assert rate_to_str("0.40") == "0.4"
-    assert rate_to_str(0.0) == "0"
-    assert rate_to_str(0.25) == "0.25"
+def test_rate_str() -> None:
+    assert rate_str(0.2) == "0.2"
+    assert rate_str(0.20) == "0.2"
+    assert rate_str("0.40") == "0.4"
+    assert rate_str(0.0) == "0"
+    assert rate_str(0.25) == "0.25"
 
 
 def test_file_round_trip(tmp_path) -> None:

@@ -18,7 +18,7 @@ import jsonschema
 import yaml
 
 from . import methods as _methods
-from .store import config_hash
+from .store import config_hash, rate_str
 
 SCHEMA_VERSION = 1
 
@@ -40,11 +40,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
     with open(path) as fh:
         cfg = yaml.safe_load(fh) or {}
     return validate_config(cfg, source=str(path))
-
-
-def rate_str(rate: float) -> str:
-    """The one spelling of a noise rate used in paths and tables: ``%g`` (0.20 -> '0.2')."""
-    return f"{float(rate):g}"
 
 
 def _fill_defaults(schema: dict[str, Any], instance: Any) -> None:

@@ -83,11 +83,6 @@ class NoisyLabels:
         return float(self.changed.mean()) if self.changed.size else 0.0
 
 
-def rate_to_str(rate: float | str) -> str:
-    """Format a noise rate for file paths with ``%g`` (``0.2`` and ``0.20`` both give ``"0.2"``)."""
-    return f"{float(rate):g}"  # same output as "%g" % rate
-
-
 def n_noisy_rows(rate: float, n: int) -> int:
     """``floor(rate * n)`` computed on the decimal value of ``rate``.
 

@@ -72,6 +72,12 @@ def is_cross_modal_task(task: str) -> bool:
     return len(task) == 3 and task[1] == "2" and task[0].isupper() and task[2].isupper()
 
 
+def rate_str(rate: float | str) -> str:
+    """The one spelling of a noise rate in paths, tables and figures: ``%g`` (``0.2``, ``0.20`` and ``"0.20"`` all
+    give ``"0.2"``)."""
+    return f"{float(rate):g}"
+
+
 def task_names(modalities) -> list[str]:
     """Task names of two modalities, e.g. ``("image", "text") -> ["I2T", "T2I"]`` (query initial 2 database initial)."""
     if len(modalities) != 2:

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from ..store import rate_str
 from . import FIGURES
 from .results import check_config_hashes, collect_results, summarise
 from .style import figure_style, line_style, message_figure, method_colors, save_figure
@@ -107,7 +108,7 @@ def _select(df: pd.DataFrame, dataset, noise, bits) -> pd.DataFrame:
 
 def _setting_title(what: str, dataset, noise, bits) -> str:
     parts = [str(dataset) if dataset is not None else None,
-             f"noise {_fmt(noise)}" if noise is not None else None,
+             f"noise {rate_str(noise)}" if noise is not None else None,
              f"{bits} bits" if bits is not None else None]
     parts = [p for p in parts if p]
     return f"{what} — {', '.join(parts)}" if parts else what
@@ -266,7 +267,7 @@ def plot_map_vs_noise(
                     handles.setdefault(m, cont.lines[0])
                 ax.set_title(f"{d} — {task}" if len(ds) > 1 else task)
                 ax.set_xticks(noises)
-                ax.set_xticklabels([_fmt(n) for n in noises])
+                ax.set_xticklabels([rate_str(n) for n in noises])
                 ax.set_xlabel("Noise rate")
                 ax.set_ylabel("MAP (%)")
         fig.suptitle(title if len(ds) > 1 else f"MAP vs noise rate — {ds[0]}, {bits} bits")

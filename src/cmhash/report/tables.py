@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..store import rate_str
 from .results import (
     ablation_table,
     appearance_order,
@@ -76,10 +77,6 @@ def rank_marks(values: Sequence[float]) -> list[str]:
     second = distinct[1] if len(distinct) > 1 else None
     return ["best" if v is not None and v == best else "second" if v is not None and v == second else ""
             for v in shown]
-
-
-def _fmt_noise(x: float) -> str:
-    return f"{float(x):g}"
 
 
 def _seed_stds(summary: pd.DataFrame) -> dict[tuple, float]:
@@ -179,7 +176,7 @@ def to_markdown(summary: pd.DataFrame) -> str:
         columns = [(n, b) for n in noises for b in bits]
         header = ["Task", "Method", "Ref."]
         for n in noises:
-            header += [f"Noise {_fmt_noise(n)}"] + [""] * (len(bits) - 1)
+            header += [f"Noise {rate_str(n)}"] + [""] * (len(bits) - 1)
         align = [":---", ":---", ":---"] + ["---:"] * (len(noises) * len(bits))
         body = [["", "", "Bits"] + [str(b) for _ in noises for b in bits]]
         last_task = None
@@ -201,7 +198,7 @@ def _ablation_markdown(summary: pd.DataFrame) -> str:
         k = sum(1 for dd, _ in columns if dd == d)
         header += [_md_escape(d)] + [""] * (k - 1)
     align = [":---"] + ["---:"] * len(columns)
-    body = [["Noise"] + [_fmt_noise(n) for _, n in columns]]
+    body = [["Noise"] + [rate_str(n) for _, n in columns]]
     body += [[_md_escape(m)] + [_cell(v, mk, "md") for v, mk in cells] for m, cells in rows]
     title = f"Average MAP (%) of the tasks with {', '.join(str(b) for b in bits)} bits"
     return "\n".join([f"### {title}", ""] + _md_table(header, align, body) + [""])
@@ -227,7 +224,7 @@ def to_latex(summary: pd.DataFrame, caption: str | None = None) -> str:
         cap = caption or (f"MAP (\\%) on {_tex_escape(dataset)}; best in bold, second best underlined.")
         out += ["\\begin{table}[t]", "\\centering", f"\\caption{{{cap}}}", "\\small",
                 "\\begin{tabular}{lll" + "r" * (ncol - 3) + "}", "\\toprule"]
-        head = [" & & Noise"] + [f"\\multicolumn{{{nb}}}{{c}}{{{_fmt_noise(n)}}}" for n in noises]
+        head = [" & & Noise"] + [f"\\multicolumn{{{nb}}}{{c}}{{{rate_str(n)}}}" for n in noises]
         out.append(" & ".join(head) + " \\\\")
         out.append(" ".join(f"\\cmidrule(lr){{{4 + i * nb}-{3 + (i + 1) * nb}}}" for i in range(len(noises))))
         out.append(" & ".join(["Task", "Method", "Ref."] + [str(b) for _ in noises for b in bits]) + " \\\\")
@@ -260,7 +257,7 @@ def _ablation_latex(summary: pd.DataFrame, caption: str | None) -> str:
         rules.append(f"\\cmidrule(lr){{{start}-{start + k - 1}}}")
         start += k
     out += [" & ".join(head) + " \\\\", " ".join(rules)]
-    out.append(" & ".join(["Noise"] + [_fmt_noise(n) for _, n in columns]) + " \\\\")
+    out.append(" & ".join(["Noise"] + [rate_str(n) for _, n in columns]) + " \\\\")
     out.append("\\midrule")
     for m, cells in rows:
         out.append(" & ".join([_tex_escape(m)] + [_cell(v, mk, "tex") for v, mk in cells]) + " \\\\")
