@@ -10,9 +10,10 @@ gradient (the copies share no parameter), and one Adam over the stacked tensors 
 (Adam is elementwise). A GPU then sees one kernel per layer for all ``G`` runs instead of ``G`` small ones.
 
 The epoch loop is :func:`cmhash.train.run_epochs`, the one every training goes through: this module only adds
-the stacked trainer (:class:`StackedRuns`, beside :class:`cmhash.train.SingleRun`). What stays per run: the loss sums, the per-sample weights, validation (each copy's weights are loaded into a
-plain model and scored exactly as :func:`cmhash.train.train_model` does), the best epoch and its weights, the
-history, and the final test/database encoding. On the CPU every member's codes and history are bit-identical
+the stacked trainer (:class:`StackedRuns`, beside :class:`cmhash.train.SingleRun`). What stays per run: the loss
+sums, the per-sample weights, validation (each copy's weights are loaded into a plain model and scored exactly
+as :func:`cmhash.train.train_model` does), the best epoch and its weights, the history, and the final
+test/database encoding. On the CPU every member's codes and history are bit-identical
 to its separate :func:`~cmhash.train.train_model` run (tests/test_stacked.py checks it for every stackable
 method). Whether stacking is faster depends on the device and the network size: ``python benchmarks/run.py
 --only train_stacked`` measures it against the same runs trained one after another.

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 WEIGHT_BINS = np.linspace(0.0, 1.0, 51)
 #: Layout version of training checkpoints; a checkpoint of another layout is ignored (training starts over).
-CHECKPOINT_FORMAT = 3
+CHECKPOINT_FORMAT = 4  # 4: run_epochs' layout (trainer state, per-run records and best weights)
 
 _OPTIMIZER_CLASSES = {
     "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
@@ -376,11 +376,13 @@ def run_epochs(
                 "records": [r.state() for r in records], "best": best, "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
             })
+    # the database split goes to the device once, not once per run
+    database_xs = None if database is None else [
+        torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=dev) for x in database.xs]
     results = []
     for g, record in enumerate(records):
         trainer.model.load_state_dict(best[g])
-        results.append(final_result(trainer.model, record, test_xs, database, dev, start_time, use_amp,
-                                    deterministic, extra))
+        results.append(final_result(trainer.model, record, test_xs, database_xs, dev, use_amp, deterministic, extra))
     seconds = time.perf_counter() - start_time
     for result in results:
         result.seconds = seconds
@@ -547,15 +549,15 @@ class StageRunner:
 
 
 def final_result(
-    model: Method, record: RunRecord, test_xs: list[torch.Tensor], database: SplitData | None, dev: torch.device,
-    start_time: float, use_amp: bool, deterministic: bool, extra: dict[str, Any] | None = None,
+    model: Method, record: RunRecord, test_xs: list[torch.Tensor], database_xs: list[torch.Tensor] | None,
+    dev: torch.device, use_amp: bool, deterministic: bool, extra: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Encode the test (and database) split with ``model`` (already holding the best weights)."""
+    """Encode the test (and database) split with ``model`` (already holding the best weights); ``seconds`` is
+    left at 0 for :func:`run_epochs` to set."""
     codes = encode_split(model, test_xs)
     joint_codes = encode_joint_split(model, test_xs)
     database_codes, database_joint_codes = None, {}
-    if database is not None:
-        database_xs = [torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=dev) for x in database.xs]
+    if database_xs is not None:
         database_codes = encode_split(model, database_xs)
         database_joint_codes = encode_joint_split(model, database_xs)
     return TrainResult(
@@ -564,7 +566,7 @@ def final_result(
         weight_hist_clean=np.asarray(record.hist_clean, dtype=np.float64),
         weight_hist_noisy=np.asarray(record.hist_noisy, dtype=np.float64),
         best_epoch=record.best_epoch,
-        seconds=time.perf_counter() - start_time,
+        seconds=0.0,
         device=device_name(dev),
         extra={"amp": use_amp, "deterministic": bool(deterministic), **(extra or {})},
         database_codes=database_codes,
