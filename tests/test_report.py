@@ -464,12 +464,15 @@ def test_report_script_failure_is_logged(tmp_path):
 def test_runs_table_lists_the_experiments_files_in_order_and_refuses_stale_ones(metric_files, tmp_path):
     """Rule collect_runs: the runs table keeps the input order (the report's row order follows it) and a file
     whose config hash differs from the current config's is refused before any table is written."""
-    from cmhash.report.results import runs_table_paths, write_runs_table
+    from cmhash.report.results import collect_results, load_results, write_runs_table
 
     order = list(reversed(metric_files))
-    df = write_runs_table(order, tmp_path / "runs.csv")
-    assert runs_table_paths(tmp_path / "runs.csv") == [str(p) for p in order]
-    assert len(df) == len(pd.read_csv(tmp_path / "runs.csv"))
+    written = write_runs_table(order, tmp_path / "runs.csv")
+    back = load_results(tmp_path / "runs.csv")
+    pd.testing.assert_frame_equal(back, written)
+    assert list(dict.fromkeys(back["path"])) == [str(p) for p in order]
+    # the report reads the table instead of the files: the same frame, values and dtypes
+    pd.testing.assert_frame_equal(back, collect_results(order))
     stale = {str(order[0]): "0" * 16}
     with pytest.raises(ValueError, match="different configuration"):
         write_runs_table(order, tmp_path / "stale.csv", stale)

@@ -23,23 +23,20 @@ sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[
 
 from cmhash.logsetup import logged_job
 from cmhash.report.figures import report_figures
-from cmhash.report.results import runs_table_paths
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
 with logged_job(snakemake.log[0], "report_figures") as log_:
     params = dict(snakemake.params.items())
-    paths = runs_table_paths(snakemake.input.runs)  # config hashes checked there, by rule collect_runs
+    runs = snakemake.input.runs  # the runs table of rule collect_runs, which checked the config hashes
     outputs = {k: v for k, v in snakemake.output.items()}
-    log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(paths),
-             sorted(outputs))
+    log_.info("experiment %s: %s -> %s", params["experiment"], runs, sorted(outputs))
     written = report_figures(
-        paths,
+        runs,
         params["experiment"],
         outputs,
         methods=params.get("methods"),
         settings=params.get("figures") or {},
-        expected_hashes=None,  # checked once, by rule collect_runs
     )
     for path in written:
         log_.info("wrote %s", path)

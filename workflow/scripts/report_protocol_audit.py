@@ -13,19 +13,17 @@ sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[
 
 from cmhash.logsetup import logged_job
 from cmhash.report.audit import report_protocol_audit
-from cmhash.report.results import runs_table_paths
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
 with logged_job(snakemake.log[0], "report_protocol_audit") as log_:
     params = dict(snakemake.params.items())
-    paths = runs_table_paths(snakemake.input.runs)  # config hashes checked there, by rule collect_runs
+    runs = snakemake.input.runs  # the runs table of rule collect_runs, which checked the config hashes
     written = report_protocol_audit(
-        paths,
+        runs,
         params["experiment"],
         {k: v for k, v in snakemake.output.items()},
         params["audit"],
-        expected_hashes=None,  # checked once, by rule collect_runs
     )
     for key, path in written.items():
         log_.info("wrote %s: %s", key, path)

@@ -12,17 +12,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
 from cmhash.logsetup import logged_job
-from cmhash.report.results import runs_table_paths
 from cmhash.report.robustness import report_robustness
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
 with logged_job(snakemake.log[0], "report_robustness") as log_:
     params = dict(snakemake.params.items())
-    paths = runs_table_paths(snakemake.input.runs)  # config hashes checked there, by rule collect_runs
+    runs = snakemake.input.runs  # the runs table of rule collect_runs, which checked the config hashes
     written = report_robustness(
-        paths, params["experiment"], dict(snakemake.output.items()), methods=params.get("methods"),
-        expected_hashes=None, paper_map=params.get("paper_map"),
+        runs, params["experiment"], dict(snakemake.output.items()), methods=params.get("methods"),
+        paper_map=params.get("paper_map"),
         dataset_names=params.get("dataset_names"),
     )
     for key, path in written.items():

@@ -13,25 +13,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(globals()["snakemake"].scriptdir).resolve().parents[1] / "src"))
 
 from cmhash.logsetup import logged_job
-from cmhash.report.results import runs_table_paths
 from cmhash.report.tables import report_table
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
 with logged_job(snakemake.log[0], "report_table") as log_:
     params = dict(snakemake.params.items())
-    paths = runs_table_paths(snakemake.input.runs)  # config hashes checked there, by rule collect_runs
+    runs = snakemake.input.runs  # the runs table of rule collect_runs, which checked the config hashes
     outputs = {k: v for k, v in snakemake.output.items()}
-    log_.info("experiment %s: %d metrics files -> %s", params["experiment"], len(paths),
-             sorted(outputs))
+    log_.info("experiment %s: %s -> %s", params["experiment"], runs, sorted(outputs))
     written = report_table(
-        paths,
+        runs,
         params["experiment"],
         outputs,
         methods=params.get("methods"),
         ablation_bits=params.get("ablation_bits"),
         ablation_methods=params.get("ablation_methods"),
-        expected_hashes=None,  # checked once, by rule collect_runs
     )
     for key, path in written.items():
         log_.info("wrote %s: %s", key, path)

@@ -24,7 +24,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from ..store import is_cross_modal_task
-from .results import atomic_write_text, check_config_hashes, collect_results
+from .results import atomic_write_text, load_results
 from .style import save_figure
 
 #: Columns of :func:`protocol_table`, in this order.
@@ -158,7 +158,7 @@ def plot_protocol(table: pd.DataFrame, out_stem: str | os.PathLike, experiment: 
 
 
 def report_protocol_audit(
-    paths: Iterable[str | os.PathLike],
+    paths: str | os.PathLike | Iterable[str | os.PathLike],  # a runs table (.csv) or metrics files
     experiment: str,
     outputs: Mapping[str, str | os.PathLike],
     audit: Audit,
@@ -166,9 +166,7 @@ def report_protocol_audit(
 ) -> dict[str, Path]:
     """Collect the metrics files and write ``outputs["csv"]``, ``outputs["md"]`` and the figure at
     ``outputs["png"]`` (its ``.pdf`` beside it). Results of another configuration are refused."""
-    df = collect_results(paths)
-    if expected_hashes is not None:
-        check_config_hashes(df, expected_hashes)
+    df = load_results(paths, expected_hashes)
     table = protocol_table(df, audit)
     written = {"csv": atomic_write_text(outputs["csv"], table.to_csv(index=False)),
                "md": atomic_write_text(outputs["md"], to_markdown(table, experiment))}

@@ -27,7 +27,7 @@ from matplotlib.patches import Patch
 
 from ..store import rate_str
 from . import FIGURES
-from .results import check_config_hashes, collect_results, summarise
+from .results import collect_results, load_results, summarise
 from .style import figure_style, line_style, message_figure, method_colors, save_figure
 
 Results = pd.DataFrame | Iterable[str | os.PathLike]
@@ -510,7 +510,7 @@ def _stem_for(outputs: Mapping[str, str | os.PathLike], name: str) -> Path | Non
 
 
 def report_figures(
-    paths: Iterable[str | os.PathLike],
+    paths: str | os.PathLike | Iterable[str | os.PathLike],  # a runs table (.csv) or metrics files
     experiment: str,
     outputs: Mapping[str, str | os.PathLike],
     methods: Sequence[str] | None = None,
@@ -530,9 +530,7 @@ def report_figures(
     (:func:`cmhash.report.results.check_config_hashes`), as for the tables.
     """
     s = dict(settings or {})
-    df = collect_results(list(paths))
-    if expected_hashes is not None:
-        check_config_hashes(df, expected_hashes)
+    df = load_results(paths, expected_hashes)
     order = list(methods) if methods is not None else None
     if order is not None and not df.empty:
         df = df[df["method"].isin(order)]

@@ -14,7 +14,12 @@ import numpy as np
 import pandas as pd
 
 from .published import has_matches, join_paper, load_paper_maps
-from .results import ablation_table, atomic_write_text, check_config_hashes, collect_results, summarise
+from .results import (
+    ablation_table,
+    atomic_write_text,
+    load_results,
+    summarise,
+)
 from .style import method_colors, save_figure
 
 
@@ -141,7 +146,7 @@ def write_paper_comparison(
 
 
 def report_paper(
-    paths: Iterable[str | os.PathLike],
+    paths: str | os.PathLike | Iterable[str | os.PathLike],  # a runs table (.csv) or metrics files
     experiment: str,
     outputs: Mapping[str, str | os.PathLike],
     paper_map: str | os.PathLike | Sequence[str | os.PathLike] | None,
@@ -153,9 +158,7 @@ def report_paper(
 ) -> dict[str, Path]:
     """Collect an experiment's metrics files (refusing other configs' results, as the tables do) and write the
     paper comparison (:func:`write_paper_comparison`) from the same summary the tables print."""
-    df = collect_results(paths)
-    if expected_hashes is not None:
-        check_config_hashes(df, expected_hashes)
+    df = load_results(paths, expected_hashes)
     summary = summarise(df, experiment, methods)
     return write_paper_comparison(summary, experiment, outputs, paper_map, dataset_names, ablation_bits,
                                   ablation_methods)

@@ -238,8 +238,8 @@ def write_runs_table(
     (:func:`check_config_hashes`) and write the rows as ``results/tables/{experiment}_runs.csv`` (atomic).
 
     Every other report rule of the experiment takes this one file as input instead of every metrics file
-    (a 4,000-run grid then costs Snakemake one input per report job, not 4,000) and reads the runs it lists
-    (:func:`runs_table_paths`); the hashes are checked here once."""
+    (a 4,000-run grid then costs Snakemake one input per report job, not 4,000) and reads it
+    (:func:`read_runs_table`, through :func:`load_results`); the hashes are checked here once."""
     df = collect_results(paths)
     if expected_hashes:
         check_config_hashes(df, expected_hashes)
@@ -247,12 +247,30 @@ def write_runs_table(
     return df
 
 
-def runs_table_paths(runs_csv: str | os.PathLike) -> list[str]:
-    """The metrics files a runs table (:func:`write_runs_table`) lists, in its order (the experiment's)."""
-    df = pd.read_csv(runs_csv, usecols=["path"], dtype={"path": str})
+def read_runs_table(runs_csv: str | os.PathLike) -> pd.DataFrame:
+    """A runs table (:func:`write_runs_table`) as the frame :func:`collect_results` gave, without reopening the
+    metrics files (their config hashes were checked when the table was written)."""
+    df = pd.read_csv(runs_csv, dtype={"dataset": str, "task": str, "method": str, "venue": str, "config_hash": str,
+                                      "path": str, "noise_kind": str})
     if df.empty:
         raise SchemaError(f"{runs_csv}: the runs table lists no metrics file; rerun rule collect_runs")
-    return list(dict.fromkeys(df["path"]))
+    for column in ("venue", "config_hash", "noise_kind"):
+        df[column] = df[column].fillna("")
+    return df.astype({"noise": float, "bits": int, "seed": int, "map": float})
+
+
+def load_results(
+    source: str | os.PathLike | Iterable[str | os.PathLike], expected_hashes: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """What every report function starts from: a runs table (a ``.csv`` path, :func:`read_runs_table`) or metrics
+    files (:func:`collect_results`), then the config-hash check (:func:`check_config_hashes`) when given."""
+    if isinstance(source, (str, os.PathLike)) and str(source).endswith(".csv"):
+        df = read_runs_table(source)
+    else:
+        df = collect_results([source] if isinstance(source, (str, os.PathLike)) else source)
+    if expected_hashes is not None:
+        check_config_hashes(df, expected_hashes)
+    return df
 
 
 def check_config_hashes(df: pd.DataFrame, expected: Mapping[str, str]) -> None:

@@ -19,14 +19,15 @@ Hand check: MAP 80 at noise 0.2 and 60 at 0.6 in both tasks -> retention 75 % at
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from ..store import is_cross_modal_task
 from .published import load_paper_maps
-from .results import atomic_write_text, check_config_hashes, collect_results, summarise
+from .results import atomic_write_text, load_results, summarise
 
 COLUMNS = ["dataset", "method", "noise", "ours", "paper_same", "paper_all", "paper", "n_cells"]
 
@@ -139,7 +140,7 @@ def to_markdown(table: pd.DataFrame, experiment: str) -> str:
 
 
 def report_robustness(
-    paths: list,
+    paths: str | os.PathLike | Iterable[str | os.PathLike],  # a runs table (.csv) or metrics files
     experiment: str,
     outputs: Mapping[str, str],
     methods: list[str] | None = None,
@@ -149,9 +150,7 @@ def report_robustness(
 ) -> dict[str, object]:
     """Metrics files -> ``outputs["csv"]`` (:data:`COLUMNS`) and ``outputs["md"]``, written atomically."""
 
-    df = collect_results(paths)
-    if expected_hashes is not None:
-        check_config_hashes(df, expected_hashes)
+    df = load_results(paths, expected_hashes)
     table = robustness_table(summarise(df, experiment, methods), load_paper_maps(paper_map), dataset_names)
     written = {}
     if "csv" in outputs:

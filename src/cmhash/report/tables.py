@@ -25,8 +25,7 @@ from .results import (
     ablation_table,
     appearance_order,
     atomic_write_text,
-    check_config_hashes,
-    collect_results,
+    load_results,
     summarise,
 )
 
@@ -275,7 +274,7 @@ def _ablation_latex(summary: pd.DataFrame, caption: str | None) -> str:
 
 
 def report_table(
-    paths: Iterable[str | os.PathLike],
+    paths: str | os.PathLike | Iterable[str | os.PathLike],  # a runs table (.csv) or metrics files
     experiment: str,
     outputs: Mapping[str, str | os.PathLike],
     methods: Sequence[str] | None = None,
@@ -294,9 +293,7 @@ def report_table(
     methods, in that order). Returns the written paths by key. The paper comparison is its own report
     (:func:`cmhash.report.paper.report_paper`, rule ``report_paper``).
     """
-    df = collect_results(paths)
-    if expected_hashes is not None:
-        check_config_hashes(df, expected_hashes)
+    df = load_results(paths, expected_hashes)
     summary = summarise(df, experiment, methods)
     written: dict[str, Path] = {}
     if "csv" in outputs:
