@@ -23,9 +23,9 @@ rule train:
         # `gpu` is what cluster executors turn into a GPU request (SLURM: --gpus); see profiles/slurm
         gpu=1 if config["device"] == "cuda" else 0,
     params:
-        # the group's resolved run specs (a change of any of them reruns the group) and loop options
+        # the group's resolved run specs (a change of any of them reruns the group) and loop options; the
+        # script derives the noise rates of input.noise from them (cmhash.config.group_noises)
         runs=group_runs,
-        noises=lambda wc: training_group(wc).noises,
         options=training_options(config),
     script:
         "../workflow/scripts/train.py"

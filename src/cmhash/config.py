@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from . import methods as _methods
+from . import registry_cache
 from .store import config_hash, rate_str
 
 SCHEMA_VERSION = 1
@@ -202,8 +202,9 @@ def resolve_method(cfg: dict[str, Any], name: str, dataset: str | None) -> tuple
             raise ConfigError(f"methods.{current}.base = {entry['base']!r} is not a defined method")
         current = entry["base"]
     impl = methods_cfg[chain[-1]]["impl"]
-    if impl not in _methods.REGISTRY:
-        raise ConfigError(f"methods.{chain[-1]}.impl = {impl!r} is not registered; known: {sorted(_methods.REGISTRY)}")
+    known = registry_cache.method_defaults()  # without torch: the methods' defaults (cmhash.registry_cache)
+    if impl not in known:
+        raise ConfigError(f"methods.{chain[-1]}.impl = {impl!r} is not registered; known: {sorted(known)}")
     merged: dict[str, Any] = {}
     for link in reversed(chain):  # root first, the named method last
         entry = methods_cfg[link]
@@ -213,12 +214,12 @@ def resolve_method(cfg: dict[str, Any], name: str, dataset: str | None) -> tuple
             pieces.append((f"methods.{link}.per_dataset.{dataset}", own))
         for where, values in pieces:
             try:  # checked piece by piece so that the message names the entry that holds the bad value
-                _methods.resolve_params(impl, values, where=where)
+                registry_cache.resolve_params(impl, values, where=where)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
             merged.update(values)
     try:
-        params = _methods.resolve_params(impl, merged, where=f"methods.{name}.params")
+        params = registry_cache.resolve_params(impl, merged, where=f"methods.{name}.params")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return impl, params
@@ -235,7 +236,8 @@ def run_spec(
     """Everything that determines one training run; its hash ties a result file to the config. ``stack``:
     the noise rates the run is trained together with (:func:`noise_stacks`), ``None`` when trained alone;
     ``resolved``: :func:`resolve_method`'s answer when the caller has it (copied, not shared)."""
-    impl, params = copy.deepcopy(resolved) if resolved is not None else resolve_method(cfg, method, dataset)
+    impl, params = (resolved[0], _plain_copy(resolved[1])) if resolved is not None else resolve_method(
+        cfg, method, dataset)
     spec = {
         "schema_version": SCHEMA_VERSION,
         "dataset": dataset,
@@ -254,6 +256,16 @@ def run_spec(
     if stack is not None:  # stacked training rounds differently: a stacked result is not a separate run's
         spec["noise_stack"] = list(stack)
     return spec
+
+
+def _plain_copy(value: Any) -> Any:
+    """A copy of plain config data (dicts and lists copied, scalars shared): ``copy.deepcopy`` for resolved
+    parameters at a fraction of its cost (the Snakefile copies them once per run of the plan)."""
+    if isinstance(value, dict):
+        return {k: _plain_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_copy(v) for v in value]
+    return value
 
 
 _AUTO: Any = object()
@@ -410,7 +422,13 @@ class TrainGroup:
     @property
     def noises(self) -> list[str]:
         """The noise rates of the group's runs, in order (one noisy-label file each)."""
-        return sorted({r.noise for r in self.runs}, key=float)
+        return group_noises(self.runs)
+
+
+def group_noises(runs: Any) -> list[str]:
+    """The noise rates of some :class:`RunSpec`, sorted by value: the order of a training group's noisy-label
+    files (rule train's input, :func:`cmhash.runs.train_group`)."""
+    return sorted({r.noise for r in runs}, key=float)
 
 
 @dataclass(frozen=True)

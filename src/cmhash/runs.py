@@ -11,7 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .config import RunSpec, single_run, training_options
+from .config import RunSpec, group_noises, single_run, training_options
 from .data.canonical import read_features
 from .evaluate import evaluate_run  # noqa: F401  (re-exported: cmhash.runs.evaluate_run)
 from .methods import get_method_class
@@ -128,7 +128,7 @@ def train_group(
     out_dir = Path(out_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
-    noises = sorted({r.noise for r in runs}, key=float)
+    noises = group_noises(runs)
     inputs = _read_inputs(features_path, [noise_paths[n] for n in noises])
     feats, noisy_list, mods, split = inputs
     inputs = (feats, dict(zip(noises, noisy_list)), mods, split)

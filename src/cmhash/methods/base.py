@@ -21,13 +21,14 @@ Doors for faithful methods that need more than "one Adam over every parameter, o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from ..hparams import BASE_DEFAULTS, check_params
 
 
 @dataclass
@@ -133,12 +134,7 @@ class Method(nn.Module):
     impl: ClassVar[str] = ""
     venue: ClassVar[str] = ""
     uses_labels: ClassVar[bool] = True
-    defaults: ClassVar[dict[str, Any]] = {
-        "epochs": 150,
-        "batch_size": 256,
-        "lr": 1e-4,
-        "weight_decay": 0.0,
-    }
+    defaults: ClassVar[dict[str, Any]] = dict(BASE_DEFAULTS)  # epochs, batch_size, lr, weight_decay
 
     def __init__(
         self, in_dims: tuple[int, int], n_classes: int, bits: int, params: dict[str, Any], multilabel: bool = False
@@ -240,49 +236,7 @@ def get_method_class(impl: str) -> type[Method]:
 
 
 def resolve_params(impl: str, params: dict[str, Any], where: str = "params") -> dict[str, Any]:
-    """Defaults of ``impl`` updated with ``params``; unknown keys and wrong types raise ``ValueError``."""
+    """Defaults of ``impl`` updated with ``params``; unknown keys and wrong types raise ``ValueError``
+    (:func:`cmhash.hparams.check_params`; the config checks through :mod:`cmhash.registry_cache`, without torch)."""
     cls = get_method_class(impl)
-    defaults = {**Method.defaults, **cls.defaults}
-    out = dict(defaults)
-    for key, value in params.items():
-        if key not in defaults:
-            raise ValueError(f"{where}.{key}: unknown hyperparameter for method '{impl}'; known: {sorted(defaults)}")
-        out[key] = _coerce(value, defaults[key], f"{where}.{key}")
-        if key in _VALID_RANGE and not _VALID_RANGE[key][0](out[key]):
-            raise ValueError(f"{where}.{key}: must be {_VALID_RANGE[key][1]}, got {value!r}")
-    return out
-
-
-#: Shared hyperparameters the training loop cannot run with outside these ranges: (test, requirement).
-_VALID_RANGE: dict[str, tuple[Any, str]] = {
-    "epochs": (lambda v: v >= 1, ">= 1"),
-    "batch_size": (lambda v: v >= 2,
-                   ">= 2 (losses compare samples within a batch; 1-sample batches are skipped)"),
-    "lr": (lambda v: v > 0, "> 0"),
-    "weight_decay": (lambda v: v >= 0, ">= 0"),
-}
-
-
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    # ValueError, not TypeError, for a wrong type too: cmhash.config turns ValueErrors into config errors
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
-        return value
-    if isinstance(default, list):
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ValueError(f"{where}: expected a list of integers, got {value!r}")
-        return list(value)
-    return value
+    return check_params(impl, {**Method.defaults, **cls.defaults}, params, where)
