@@ -112,3 +112,12 @@ def test_source_key_follows_every_package_file():
     files = sorted(p.relative_to(registry_cache.PACKAGE_ROOT) for p in registry_cache.PACKAGE_ROOT.rglob("*.py"))
     assert Path("methods/rshnl.py") in files and Path("config.py") in files and Path("registry_cache.py") in files
     assert len(registry_cache.source_key()) == 64
+
+
+def test_every_shipped_method_gets_the_cached_path(tmp_path):
+    # a default JSON would change (tuple, None-typed, non-string key) makes the whole catalogue uncacheable
+    defaults = registry_cache.defaults_from_classes()
+    path = tmp_path / "methods-all.json"
+    registry_cache._write_cache(path, "k", defaults)
+    assert path.exists(), "a method's defaults do not survive JSON; use plain numbers, strings, bools, int lists"
+    assert repr(registry_cache._read_cache(path, "k")) == repr(defaults)

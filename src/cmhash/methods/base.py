@@ -128,7 +128,9 @@ class Method(nn.Module):
     :meth:`encode` and :meth:`training_step`.
 
     ``defaults`` lists every hyperparameter with its default value; its types are enforced on config
-    values (an ``int`` is accepted where a ``float`` is expected).
+    values (an ``int`` is accepted where a ``float`` is expected). Plain values only (numbers, strings, booleans,
+    lists of integers), never computed from the machine: the Snakefile reads them from a cache of the classes
+    (:mod:`cmhash.registry_cache`), possibly written on another machine sharing the home folder.
     """
 
     impl: ClassVar[str] = ""
