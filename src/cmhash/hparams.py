@@ -23,6 +23,7 @@ _VALID_RANGE: dict[str, tuple[Any, str]] = {
     "weight_decay": (lambda v: v >= 0, ">= 0"),
 }
 
+
 def check_params(impl: str, defaults: dict[str, Any], params: dict[str, Any], where: str = "params") -> dict[str, Any]:
     """``defaults`` (an implementation's, base ones included) updated with ``params``; unknown keys, wrong types
     and out-of-range shared values raise ``ValueError`` naming ``where.<key>``."""

@@ -13,7 +13,8 @@ and for that it needs each implementation's defaults and nothing else of a metho
   cache is never read. On a miss (the first call after an edit) it imports the methods, reads the classes and
   writes the file atomically; a cache folder that cannot be written only costs the import next time.
 * The cache folder is ``$CMHASH_CACHE_DIR`` (``off`` disables the cache), else ``$XDG_CACHE_HOME/cmhash``,
-  else ``~/.cache/cmhash``. Deleting it is always safe.
+  else ``~/.cache/cmhash``. It holds one small file (about 10 KB) per state of the package; deleting it is
+  always safe.
 
 Defaults are written only if JSON gives them back unchanged (same ``repr``: a tuple default would come back as a
 list and is therefore not cached), so a cached answer equals the classes' answer value for value and type for
@@ -27,11 +28,11 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .hparams import check_params
+from .store import atomic_path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 _CACHE_FORMAT = 1
@@ -56,7 +57,8 @@ def source_key() -> str:
 
 
 def cache_dir() -> Path | None:
-    """Where the defaults are cached (module docstring), or ``None`` when ``CMHASH_CACHE_DIR=off``."""
+    """Where the defaults are cached (module docstring), or ``None`` when ``CMHASH_CACHE_DIR`` is ``off`` (or
+    empty)."""
     own = os.environ.get("CMHASH_CACHE_DIR")
     if own is not None:
         return None if own.strip().lower() in ("off", "") else Path(own)
@@ -64,17 +66,17 @@ def cache_dir() -> Path | None:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "cmhash"
 
 
-_memo: dict[str, dict[str, dict[str, Any]]] = {}
-
-
 def method_defaults() -> dict[str, dict[str, Any]]:
     """impl -> its full defaults (base hyperparameters included): from the live registry when
     :mod:`cmhash.methods` is imported, else from the cache (module docstring). Treat the answer as read-only."""
     if "cmhash.methods" in sys.modules:
         return defaults_from_classes()
-    key = source_key()
-    if key in _memo:
-        return _memo[key]
+    return _cached_defaults(source_key())
+
+
+@functools.cache
+def _cached_defaults(key: str) -> dict[str, dict[str, Any]]:
+    """The cache file's defaults under ``key``, or the classes' (then written to the cache); once per process."""
     folder = cache_dir()
     path = None if folder is None else folder / f"methods-{key[:32]}.json"
     defaults = _read_cache(path, key) if path is not None else None
@@ -82,7 +84,6 @@ def method_defaults() -> dict[str, dict[str, Any]]:
         defaults = defaults_from_classes()
         if path is not None:
             _write_cache(path, key, defaults)
-    _memo[key] = defaults
     return defaults
 
 
@@ -101,21 +102,11 @@ def _write_cache(path: Path, key: str, defaults: dict[str, dict[str, Any]]) -> N
     text = json.dumps({"key": key, "defaults": defaults})  # insertion order kept: the classes' order
     if repr(json.loads(text)["defaults"]) != repr(defaults):
         return
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-
-
-def known_impls() -> list[str]:
-    """The registered implementation names, sorted."""
-    return sorted(method_defaults())
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+    except OSError:  # a folder that cannot be written: the next call reads the classes again
+        pass
 
 
 def resolve_params(impl: str, params: dict[str, Any], where: str = "params") -> dict[str, Any]:
